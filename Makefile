@@ -1,0 +1,33 @@
+# Every target creates .venv if it is missing and installs what it needs.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATA    := data/rsc15-100k
+
+.PHONY: venv demo test test-slow lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nextclick compare --models pop,spop,itemknn,bprmf,sknn,vsknn \
+		--train $(DATA)/yoochoose-clicks-100k_train_full.txt.gz \
+		--test $(DATA)/yoochoose-clicks-100k_test.txt.gz \
+		--cutoffs 1 5 10 20 --ties conservative
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
