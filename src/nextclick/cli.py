@@ -1,0 +1,301 @@
+"""The ``nextclick`` command line: parses, calls the library, prints.
+
+User mistakes (bad files, unknown parameters) print one ``nextclick: error: ...`` line and
+exit with code 2; machine-readable output (``--json``) is one JSON object on stdout, with
+everything meant for people on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from nextclick import __version__
+from nextclick.errors import NextclickError
+
+log = logging.getLogger("nextclick")
+
+
+def _columns_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("input columns")
+    group.add_argument("--session-key", default="SessionId", help="session column (SessionId)")
+    group.add_argument("--item-key", default="ItemId", help="item column (ItemId)")
+    group.add_argument("--time-key", default=None, help="time or position column (Time, else Pos)")
+
+
+def _eval_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--cutoffs", type=int, nargs="+", default=[1, 5, 10, 20], metavar="K")
+    group.add_argument(
+        "--ties", choices=["conservative", "standard", "median"], default="conservative"
+    )
+    group.add_argument(
+        "--exclude-seen", action="store_true", help="never recommend items already clicked"
+    )
+
+
+def _param_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="model parameter, repeatable (lists as 200/200 or [200,200])",
+    )  # fmt: skip
+    parser.add_argument("--params", type=Path, metavar="FILE.toml", help="parameters file")
+
+
+def _json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nextclick", description="Session-based recommendation: train, evaluate, compare."
+    )
+    parser.add_argument("--version", action="version", version=f"nextclick {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="raw dataset -> train_full/test/train_tr/train_valid")
+    p.add_argument("recipe", help="rsc15, yoochoose, diginetica, retailrocket, rees46, coveo, "
+                   "otto or srgnn-benchmark")  # fmt: skip
+    p.add_argument("raw", nargs="+", type=Path, help="raw input file(s)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    _json_arg(p)
+
+    p = sub.add_parser("stats", help="events, sessions, items, lengths and time span of a file")
+    p.add_argument("file", type=Path)
+    _columns_args(p)
+    _json_arg(p)
+
+    p = sub.add_parser("train", help="train a model and save it as a directory")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", type=Path, required=True, help="training events")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    _param_args(p)
+    _columns_args(p)
+    _json_arg(p)
+
+    p = sub.add_parser("evaluate", help="next-item evaluation of a saved model")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--test", type=Path, required=True, help="test events")
+    _eval_args(p)
+    _columns_args(p)
+    _json_arg(p)
+
+    p = sub.add_parser("run", help="train, then evaluate (save only with --out)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", type=Path, required=True)
+    p.add_argument("--test", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="also save the model directory")
+    _param_args(p)
+    _eval_args(p)
+    _columns_args(p)
+    _json_arg(p)
+
+    p = sub.add_parser("compare", help="train and evaluate several models; print one table")
+    p.add_argument("--models", required=True, help="comma-separated model names")
+    p.add_argument("--train", type=Path, required=True)
+    p.add_argument("--test", type=Path, required=True)
+    _eval_args(p)
+    _columns_args(p)
+    _json_arg(p)
+    return parser
+
+
+def _columns(args: argparse.Namespace) -> Any:
+    from nextclick.data import EventColumns
+
+    return EventColumns(args.session_key, args.item_key, args.time_key)
+
+
+def _params(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from nextclick.config import parse_overrides, read_toml
+
+    layers = [read_toml(args.params)] if args.params else []
+    layers.append(parse_overrides(args.param))
+    return layers
+
+
+def _cutoffs(args: argparse.Namespace) -> tuple[int, ...]:
+    if any(k < 1 for k in args.cutoffs):
+        raise NextclickError(f"--cutoffs: expected positive integers, got {args.cutoffs}")
+    return tuple(args.cutoffs)
+
+
+def _emit(args: argparse.Namespace, record: dict[str, Any], human: str) -> None:
+    if args.json:
+        print(human, file=sys.stderr)
+        print(json.dumps(record))
+    else:
+        print(human)
+
+
+def _metric_lines(record: dict[str, Any]) -> str:
+    metrics = record["metrics"]
+    lines = [
+        f"{record['model']}: {record['n_targets']} targets, {record['n_dropped_unknown']} test "
+        f"events of unknown items dropped, ties={record['ties']}"
+    ]
+    lines += [f"  {key:<16} {value:.4f}" for key, value in metrics.items()]
+    return "\n".join(lines)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from nextclick.data.recipes import prepare
+
+    report = prepare(args.recipe, args.raw, args.out)
+    human = "\n".join(report.lines())
+    record = {"recipe": args.recipe, "out": str(args.out), "report": dataclasses.asdict(report)}
+    _emit(args, record, human)
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from nextclick.data import read_events
+    from nextclick.data.stats import describe, format_stats
+
+    stats = describe(read_events(args.file, _columns(args)))
+    _emit(args, {"file": str(args.file), **stats}, format_stats(stats))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from nextclick.api import train
+
+    trained = train(
+        args.model, args.train, *_params(args), columns=_columns(args), progress=args.progress
+    )
+    trained.model.save(
+        args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}
+    )
+    record = {
+        "model": args.model,
+        "train_file": str(args.train),
+        "out": str(args.out),
+        "train_seconds": trained.train_seconds,
+    }
+    _emit(args, record, f"trained {args.model} in {trained.train_seconds:.1f} s -> {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from nextclick.api import evaluate_file, result_record
+    from nextclick.models import load_model
+    from nextclick.models.base import read_model_meta
+
+    model = load_model(args.model_dir)
+    provenance = read_model_meta(args.model_dir).get("provenance", {})
+    result = evaluate_file(
+        model, args.test, columns=_columns(args), cutoffs=_cutoffs(args), ties=args.ties,
+        exclude_seen=args.exclude_seen, progress=args.progress,
+    )  # fmt: skip
+    record = result_record(
+        model.name, provenance.get("train_file"), args.test, result,
+        provenance.get("train_seconds"),
+    )  # fmt: skip
+    _emit(args, record, _metric_lines(record))
+
+
+def _train_and_evaluate(args: argparse.Namespace, name: str, params: list[dict[str, Any]]):
+    from nextclick.api import evaluate_file, result_record, train
+
+    cutoffs = _cutoffs(args)
+    trained = train(name, args.train, *params, columns=_columns(args), progress=args.progress)
+    result = evaluate_file(
+        trained.model, args.test, columns=_columns(args), cutoffs=cutoffs, ties=args.ties,
+        exclude_seen=args.exclude_seen, progress=args.progress,
+    )  # fmt: skip
+    record = result_record(name, str(args.train), args.test, result, trained.train_seconds)
+    return trained, record
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    trained, record = _train_and_evaluate(args, args.model, _params(args))
+    if args.out:
+        trained.model.save(
+            args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}
+        )
+    _emit(args, record, _metric_lines(record))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from nextclick.models import model_class
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise NextclickError("--models: expected a comma-separated list of model names")
+    for name in names:
+        model_class(name)  # fail on a typo before training anything
+    records = []
+    for name in names:
+        log.info("training and evaluating %s", name)
+        records.append(_train_and_evaluate(args, name, [])[1])
+    table = comparison_table(records, _cutoffs(args))
+    record = {
+        "train_file": str(args.train),
+        "test_file": str(args.test),
+        "ties": args.ties,
+        "results": records,
+    }
+    _emit(args, record, table)
+
+
+def comparison_table(records: list[dict[str, Any]], cutoffs: tuple[int, ...]) -> str:
+    """A fixed-width table: one row per model, Recall@K and MRR@K columns, then timings."""
+    keys = [f"recall@{k}" for k in cutoffs] + [f"mrr@{k}" for k in cutoffs]
+    headers = ["model", *[k.replace("recall", "Recall").replace("mrr", "MRR") for k in keys]]
+    headers += ["train s", "eval s"]
+    rows = [
+        [
+            r["model"],
+            *[f"{r['metrics'][k]:.4f}" for k in keys],
+            f"{r['train_seconds']:.1f}",
+            f"{r['eval_seconds']:.1f}",
+        ]
+        for r in records
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in rows]
+    if records:
+        r = records[0]
+        lines.append(
+            f"ties={r['ties']}; {r['n_targets']} targets; {r['n_dropped_unknown']} test events "
+            "of items unknown to training dropped"
+        )
+    return "\n".join(lines)
+
+
+COMMANDS = {
+    "prepare": cmd_prepare,
+    "stats": cmd_stats,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "run": cmd_run,
+    "compare": cmd_compare,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args.progress = sys.stderr.isatty() and not getattr(args, "json", False)
+    try:
+        COMMANDS[args.command](args)
+    except NextclickError as exc:
+        print(f"nextclick: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nextclick: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The one model interface that every recommender implements and everything else consumes.
+
+A model works with item indices ``0..n_items-1``; its :class:`~nextclick.data.ItemIndex`
+translates raw ids at the edges and is saved with it. Scoring is incremental so that the
+evaluator and the HTTP service run the same code: a *state* holds what the model knows of
+``n`` sessions, ``step`` advances each of them by one click, ``scores`` rates every item
+for each of them. Recurrent models keep hidden vectors in the state; the others keep what
+their scoring needs (the last item, counts, the item list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from nextclick import __version__
+from nextclick.data.io import atomic_path
+from nextclick.data.items import ItemIndex
+from nextclick.data.sessions import SessionData
+from nextclick.errors import ConfigError, DataError
+
+State = Any
+FORMAT_VERSION = 1
+_META = "model.json"
+_ARRAYS = "arrays.npz"
+
+
+class Recommender(ABC):
+    """Base class of all models.
+
+    Subclasses set ``name`` and ``Config`` (a frozen dataclass whose defaults are the
+    published defaults), implement ``_fit``, ``init_state``, ``step``, ``select`` and
+    ``scores``, and list their learned arrays in ``_arrays``/``_set_arrays``.
+
+    Parameters
+    ----------
+    config
+        The model's parameters; ``Config()`` when omitted.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}")
+        self.item_index_: ItemIndex | None = None
+        #: (n_items,) int64 number of training events of each item.
+        self.item_support_: np.ndarray | None = None
+
+    # -- training -----------------------------------------------------------------------
+
+    def fit(self, train: SessionData, item_index: ItemIndex, *, progress: bool = False) -> Self:
+        """Learn from training sessions whose items are indices of ``item_index``."""
+        if train.n_events == 0:
+            raise DataError("training data has no events")
+        if train.n_items != len(item_index):
+            raise ValueError("train was encoded with another item index")
+        self.item_index_ = item_index
+        self.item_support_ = np.bincount(train.items, minlength=train.n_items).astype(np.int64)
+        self._fit(train, progress=progress)
+        return self
+
+    @abstractmethod
+    def _fit(self, train: SessionData, *, progress: bool) -> None: ...
+
+    @property
+    def n_items(self) -> int:
+        if self.item_index_ is None:
+            raise RuntimeError(f"{self.name} is not fitted")
+        return len(self.item_index_)
+
+    # -- incremental scoring --------------------------------------------------------------
+
+    @abstractmethod
+    def init_state(self, n: int) -> State:
+        """State of ``n`` empty sessions."""
+
+    @abstractmethod
+    def step(self, state: State, items: np.ndarray) -> State:
+        """Advance session ``r`` of ``state`` by the click on ``items[r]``; ``items``: (n,) int."""
+
+    @abstractmethod
+    def select(self, state: State, rows: np.ndarray) -> State:
+        """The state of the sessions ``rows`` only, in that order."""
+
+    @abstractmethod
+    def scores(self, state: State, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Scores of items ``start..stop-1`` for every session: a new (n, stop-start) array.
+
+        Higher is better; the caller may modify the array.
+        """
+
+    # -- conveniences built on the incremental form ----------------------------------------
+
+    def score_prefixes(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
+        """Scores of all items after each prefix: (len(prefixes), n_items).
+
+        Every prefix must hold at least one item index.
+        """
+        lengths = np.array([len(p) for p in prefixes], dtype=np.int64)
+        if (lengths == 0).any():
+            raise ValueError("every prefix needs at least one item")
+        order = np.argsort(-lengths, kind="stable")
+        padded = np.zeros((len(prefixes), int(lengths.max(initial=0))), dtype=np.int64)
+        for row, p in enumerate(prefixes):
+            padded[row, : len(p)] = p
+        padded, lengths = padded[order], lengths[order]
+        out: np.ndarray | None = None
+        state = self.init_state(len(prefixes))
+        active = len(prefixes)
+        for t in range(padded.shape[1]):
+            n_t = int((lengths > t).sum())
+            if n_t < active:
+                state = self.select(state, np.arange(n_t))
+                active = n_t
+            state = self.step(state, padded[:n_t, t])
+            done = np.flatnonzero(lengths[:n_t] == t + 1)
+            if len(done):
+                block = self.scores(self.select(state, done))
+                if out is None:
+                    out = np.empty((len(prefixes), block.shape[1]), dtype=block.dtype)
+                out[order[done]] = block
+        assert out is not None
+        return out
+
+    def recommend(
+        self, prefix: Sequence[int], k: int = 20, exclude: Sequence[int] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and their scores after ``prefix``, best first.
+
+        Ties are broken by item index; items in ``exclude`` are never returned.
+        """
+        scores = self.score_prefixes([prefix])[0].astype(np.float64)
+        if len(exclude):
+            scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
+        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
+        return order, scores[order]
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (subclasses extend)."""
+        return {}
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what ``_arrays`` returned."""
+        if arrays:
+            raise ValueError(f"unexpected arrays {sorted(arrays)}")
+
+    def save(
+        self, directory: str | os.PathLike[str], provenance: dict[str, Any] | None = None
+    ) -> None:
+        """Write the model as a directory: ``model.json``, ``items.npy``, ``arrays.npz``.
+
+        The directory appears complete or not at all. ``provenance`` (e.g. the training
+        file and time) is stored in ``model.json`` under that key.
+        """
+        if self.item_index_ is None or self.item_support_ is None:
+            raise RuntimeError(f"{self.name} is not fitted")
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "model": self.name,
+                "config": config_to_dict(self.config),
+                "nextclick_version": __version__,
+                "provenance": provenance or {},
+            }
+            (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
+            self.item_index_.save(tmp)
+            np.savez(tmp / _ARRAYS, item_support=self.item_support_, **self._arrays())
+
+    @classmethod
+    def _from_directory(cls, directory: Path, config: Any) -> Self:
+        model = cls(config)
+        model.item_index_ = ItemIndex.load(directory)
+        with np.load(directory / _ARRAYS, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        model.item_support_ = arrays.pop("item_support")
+        model._set_arrays(arrays)
+        return model
+
+
+def read_model_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``model.json`` of a model directory (checked for format and shape)."""
+    path = Path(directory) / _META
+    if not Path(directory).is_dir():
+        raise DataError(f"{directory}: not a model directory")
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; not a nextclick model directory") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read model metadata ({exc})") from None
+    if not isinstance(meta, dict) or not {"format_version", "model", "config"} <= meta.keys():
+        raise DataError(f"{path}: expected keys format_version, model, config")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format_version {meta['format_version']!r}, this nextclick reads "
+            f"{FORMAT_VERSION}"
+        )
+    return meta
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON/TOML-friendly dict (tuples become lists)."""
+    return {
+        f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v
+        for f in dataclasses.fields(config)
+    }
+
+
+def check(condition: bool, field: str, expected: str) -> None:
+    """Raise a ConfigError naming ``field`` unless ``condition`` holds (for ``__post_init__``)."""
+    if not condition:
+        raise ConfigError(f"parameter {field!r}: expected {expected}")
