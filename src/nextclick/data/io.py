@@ -253,7 +253,6 @@ def _read_text(
             sep=sep,
             header=None if names is not None else 0,
             names=names,
-            usecols=wanted,
             dtype=str,
             keep_default_na=False,
             na_filter=False,
@@ -277,6 +276,7 @@ def _read_text(
         raise DataError(f"{path}: cannot read file ({exc})") from None
     if frame.empty:
         raise DataError(f"{path}: has a header but no events")
+    # All columns are parsed (not just ``wanted``) so that a ragged line is an error.
     return Table(path, frame[wanted], "line", 1 if names is not None else 2)
 
 

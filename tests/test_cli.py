@@ -1,0 +1,121 @@
+"""The command line end to end on the bundled RSC15 sample: JSON contract and error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nextclick.cli import main
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
+TRAIN = str(DATA / "yoochoose-clicks-100k_train_full.txt.gz")
+TEST = str(DATA / "yoochoose-clicks-100k_test.txt.gz")
+METRIC_KEYS = {
+    f"{name}@{k}"
+    for name in ("recall", "mrr", "ndcg", "coverage", "popularity")
+    for k in (1, 5, 10, 20)
+}
+
+
+def _json(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_train_then_evaluate_equals_run(tmp_path, capsys):
+    model_dir = tmp_path / "knn"
+    trained = _json(capsys, ["train", "--model", "itemknn", "--train", TRAIN,
+                             "--param", "lmbd=10", "--out", str(model_dir), "--json"])  # fmt: skip
+    assert trained["model"] == "itemknn" and trained["out"] == str(model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["config"] == {"n_sims": 100, "lmbd": 10.0, "alpha": 0.5}
+    evaluated = _json(capsys, ["evaluate", "--model-dir", str(model_dir), "--test", TEST,
+                               "--json"])  # fmt: skip
+    ran = _json(capsys, ["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST,
+                         "--param", "lmbd=10", "--json"])  # fmt: skip
+    expected_keys = {"model", "train_file", "test_file", "ties", "n_targets",
+                     "n_dropped_unknown", "metrics", "metrics_unknown_as_miss",
+                     "train_seconds", "eval_seconds"}  # fmt: skip
+    assert set(evaluated) == expected_keys == set(ran)
+    assert set(evaluated["metrics"]) == METRIC_KEYS == set(evaluated["metrics_unknown_as_miss"])
+    assert evaluated["metrics"] == ran["metrics"]
+    assert evaluated["train_file"] == TRAIN and evaluated["ties"] == "conservative"
+    assert (evaluated["n_targets"], evaluated["n_dropped_unknown"]) == (10152, 0)
+
+
+def test_params_file_and_override_order(tmp_path, capsys):
+    params = tmp_path / "p.toml"
+    params.write_text("n_sims = 5\nlmbd = 1.0\n")
+    out = tmp_path / "m"
+    _json(capsys, ["train", "--model", "itemknn", "--train", TRAIN, "--params", str(params),
+                   "--param", "lmbd=2", "--out", str(out), "--json"])  # fmt: skip
+    config = json.loads((out / "model.json").read_text())["config"]
+    assert config == {"n_sims": 5, "lmbd": 2.0, "alpha": 0.5}
+
+
+def test_compare_prints_one_table(capsys):
+    code = main(["compare", "--models", "pop,spop", "--train", TRAIN, "--test", TEST,
+                 "--cutoffs", "1", "20"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "Recall@1", "Recall@20", "MRR@1", "MRR@20",
+                                "train", "s", "eval", "s"]  # fmt: skip
+    assert lines[2].split()[0] == "pop" and lines[3].split()[0] == "spop"
+    assert "ties=conservative; 10152 targets" in lines[4]
+
+
+def test_compare_json_and_tie_mode(capsys):
+    record = _json(capsys, ["compare", "--models", "pop", "--train", TRAIN, "--test", TEST,
+                            "--ties", "standard", "--json"])  # fmt: skip
+    assert record["ties"] == "standard"
+    assert [r["model"] for r in record["results"]] == ["pop"]
+    assert record["results"][0]["ties"] == "standard"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--model", "nope", "--train", TRAIN, "--test", TEST],
+         "unknown model 'nope'; models: pop, spop, itemknn, bprmf, sknn, vsknn"),
+        (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "k=3"],
+         "unknown parameter 'k'; known parameters: alpha, lmbd, n_sims"),
+        (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "lmbd=x"],
+         "parameter 'lmbd': 'x' is not a number"),
+        (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "alpha=2"],
+         "parameter 'alpha': expected a number in [0, 1]"),
+        (["run", "--model", "pop", "--train", TRAIN, "--test", TEST, "--param", "novalue"],
+         "--param 'novalue': expected KEY=VALUE"),
+        (["run", "--model", "pop", "--train", TRAIN, "--test", TEST, "--cutoffs", "0"],
+         "--cutoffs: expected positive integers"),
+        (["compare", "--models", "pop,knn", "--train", TRAIN, "--test", TEST],
+         "unknown model 'knn'"),
+        (["evaluate", "--model-dir", "/nonexistent/dir", "--test", TEST],
+         "/nonexistent/dir: not a model directory"),
+    ],
+)  # fmt: skip
+def test_user_mistakes_exit_2_with_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nextclick: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_bad_params_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("n_sims = [\n")
+    argv = ["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--params", str(bad)]
+    assert main(argv) == 2
+    assert "bad.toml: not valid TOML" in capsys.readouterr().err
+
+
+def test_corrupt_model_directory(tmp_path, capsys):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text('{"format_version": 1, "model": "pop"}')
+    assert main(["evaluate", "--model-dir", str(model_dir), "--test", TEST]) == 2
+    assert "expected keys format_version, model, config" in capsys.readouterr().err

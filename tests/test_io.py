@@ -1,0 +1,157 @@
+"""Reading event files: formats, sorting, and a one-line error for every kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextclick.cli import main
+from nextclick.data import EventColumns, ItemIndex, read_events, write_events
+from nextclick.errors import DataError
+
+GOOD = "SessionId\tItemId\tTime\n1\t10\t1.5\n1\t11\t2.5\n2\t10\t0.5\n"
+
+
+def _write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def test_reads_tsv_csv_semicolon_and_gzip(tmp_path):
+    expected = read_events(_write(tmp_path / "a.tsv", GOOD))
+    assert expected["SessionId"].tolist() == [1, 1, 2]
+    assert expected["ItemId"].tolist() == [10, 11, 10]
+    assert expected["Time"].tolist() == [1.5, 2.5, 0.5]
+    for name, text in (("b.csv", GOOD.replace("\t", ",")), ("c.txt", GOOD.replace("\t", ";"))):
+        pd.testing.assert_frame_equal(read_events(_write(tmp_path / name, text)), expected)
+    gz = tmp_path / "d.tsv.gz"
+    gz.write_bytes(gzip.compress(GOOD.encode()))
+    pd.testing.assert_frame_equal(read_events(gz), expected)
+    # Gzip is recognised by content, not by name.
+    hidden = tmp_path / "e.tsv"
+    hidden.write_bytes(gzip.compress(GOOD.encode()))
+    pd.testing.assert_frame_equal(read_events(hidden), expected)
+
+
+def test_reads_parquet(tmp_path):
+    frame = pd.DataFrame({"SessionId": [2, 1], "ItemId": ["a", "b"], "Time": [5.0, 7.0]})
+    frame.to_parquet(tmp_path / "x.parquet")
+    events = read_events(tmp_path / "x.parquet")
+    assert events["SessionId"].tolist() == [1, 2]
+    assert events["ItemId"].tolist() == ["b", "a"]
+
+
+def test_string_ids_positions_and_custom_columns(tmp_path):
+    text = "sess,item,Pos\nb,x,1\nb,y,0\na,z,0\n"
+    events = read_events(_write(tmp_path / "p.csv", text), EventColumns("sess", "item"))
+    assert events["SessionId"].tolist() == ["a", "b", "b"]
+    assert events["ItemId"].tolist() == ["z", "y", "x"]
+    assert events["Time"].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_unsorted_file_is_sorted_stably(tmp_path):
+    text = "SessionId\tItemId\tTime\n2\t5\t9\n1\t3\t7\n1\t1\t7\n1\t2\t6\n2\t4\t8\n"
+    events = read_events(_write(tmp_path / "u.tsv", text))
+    assert events["SessionId"].tolist() == [1, 1, 1, 2, 2]
+    # Items 3 and 1 share time 7 and keep their order in the file.
+    assert events["ItemId"].tolist() == [2, 3, 1, 4, 5]
+
+
+def test_iso_timestamps_become_seconds(tmp_path):
+    text = "SessionId,ItemId,Time\n1,5,2014-04-07T10:51:09.277Z\n1,6,2014-04-07T10:51:10.277Z\n"
+    events = read_events(_write(tmp_path / "t.csv", text))
+    assert events["Time"].tolist() == pytest.approx([1396867869.277, 1396867870.277])
+
+
+def test_write_events_round_trip_and_no_partial_file(tmp_path):
+    events = read_events(_write(tmp_path / "a.tsv", GOOD))
+    write_events(events, tmp_path / "out.tsv.gz")
+    pd.testing.assert_frame_equal(read_events(tmp_path / "out.tsv.gz"), events)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv", "out.tsv.gz"]
+
+
+def test_item_index_maps_both_ways_and_unknowns():
+    index = ItemIndex.from_items(np.array([30, 10, 20, 10]))
+    np.testing.assert_array_equal(index.ids, [10, 20, 30])
+    np.testing.assert_array_equal(index.encode(np.array([20, 99, 10])), [1, -1, 0])
+    np.testing.assert_array_equal(index.encode(np.array(["30", "abc"])), [2, -1])
+    np.testing.assert_array_equal(index.decode(np.array([2, 0])), [30, 10])
+
+
+BAD_INPUTS = [
+    # (file name, content, expected message fragment)
+    ("missing.tsv", "SessionId\tTime\n1\t1\n", "missing.tsv: missing column 'ItemId'"),
+    ("word.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\t2\tsoon\n",
+     "word.tsv:3: column 'Time': 'soon' is not a number"),
+    ("empty.tsv", "", "empty.tsv: file is empty"),
+    ("header.tsv", "SessionId\tItemId\tTime\n", "header.tsv: has a header but no events"),
+    ("nan.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\tNaN\t4\n",
+     "nan.tsv:3: column 'ItemId': missing value"),
+    ("blank.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\t\t4\n",
+     "blank.tsv:3: column 'ItemId': missing value"),
+    ("inf.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\t2\tinf\n",
+     "inf.tsv:3: column 'Time': 'inf' is not a number"),
+    ("binary.tsv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary.tsv: looks like a binary file"),
+    ("latin1.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\tcaf\xe9\t4\n".encode("latin-1"),
+     "latin1.tsv:3: not valid UTF-8 text"),
+    ("ragged.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\t2\t3\t4\n",
+     "ragged.tsv:3: expected 3 fields separated by '\\t', saw 4"),
+    ("short.tsv", "SessionId\tItemId\tTime\n1\t2\t3\n1\t2\n",
+     "short.tsv:3: column 'Time': missing value"),
+    ("nofile.tsv", None, "nofile.tsv: no such file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_INPUTS)
+def test_bad_input_gets_one_line_error_and_exit_2(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        _write(path, content)
+    with pytest.raises(DataError) as info:
+        read_events(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    out = tmp_path / "model"
+    code = main(["train", "--model", "pop", "--train", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("nextclick: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()  # nothing half-written
+
+
+def test_bad_gzip_and_bad_parquet(tmp_path):
+    (tmp_path / "broken.gz").write_bytes(gzip.compress(GOOD.encode())[:20])
+    with pytest.raises(DataError, match="broken.gz"):
+        read_events(tmp_path / "broken.gz")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"bad.parquet: not a valid Parquet file"):
+        read_events(tmp_path / "bad.parquet")
+    pd.DataFrame({"SessionId": [1], "ItemId": [None], "Time": [1.0]}).to_parquet(
+        tmp_path / "gap.parquet"
+    )
+    with pytest.raises(DataError, match=r"gap.parquet: row 1: column 'ItemId': missing value"):
+        read_events(tmp_path / "gap.parquet")
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    path = _write(tmp_path / "word.tsv", "SessionId\tItemId\tTime\n1\t2\tx\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "nextclick.cli", "train", "--model", "pop", "--train", str(path),
+         "--out", str(tmp_path / "m")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr == f"nextclick: error: {path}:2: column 'Time': 'x' is not a number "
+        "or an ISO-8601 timestamp\n"
+    )
+    assert done.stdout == ""
