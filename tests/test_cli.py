@@ -119,3 +119,30 @@ def test_corrupt_model_directory(tmp_path, capsys):
     (model_dir / "model.json").write_text('{"format_version": 1, "model": "pop"}')
     assert main(["evaluate", "--model-dir", str(model_dir), "--test", TEST]) == 2
     assert "expected keys format_version, model, config" in capsys.readouterr().err
+
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+
+
+def test_prepare_and_stats(tmp_path, capsys):
+    out = tmp_path / "rsc15"
+    record = _json(capsys, ["prepare", "rsc15", str(SAMPLES / "sample_yoochoose.dat"),
+                            "--out", str(out), "--json"])  # fmt: skip
+    assert record["report"]["splits"]["train_full"] == {"events": 515, "sessions": 158,
+                                                        "items": 90}  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test.tsv.gz", "train_full.tsv.gz", "train_tr.tsv.gz", "train_valid.tsv.gz"]  # fmt: skip
+    stats = _json(capsys, ["stats", str(out / "test.tsv.gz"), "--json"])
+    assert (stats["n_events"], stats["n_sessions"], stats["n_items"]) == (76, 25, 30)
+
+
+def test_prepare_unknown_recipe_and_bad_raw_file(tmp_path, capsys):
+    assert main(["prepare", "nope", str(SAMPLES / "sample_yoochoose.dat"), "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
+    bad = tmp_path / "clicks.dat"
+    bad.write_text("1,2014-04-07T10:51:09.277Z,214536502,0\n1,yesterday,214536500,0\n")
+    assert main(["prepare", "rsc15", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: column 'Timestamp'" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

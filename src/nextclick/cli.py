@@ -129,7 +129,7 @@ def _cutoffs(args: argparse.Namespace) -> tuple[int, ...]:
 def _emit(args: argparse.Namespace, record: dict[str, Any], human: str) -> None:
     if args.json:
         print(human, file=sys.stderr)
-        print(json.dumps(record))
+        print(json.dumps(record, default=str))
     else:
         print(human)
 

@@ -1,0 +1,42 @@
+"""Retailrocket ``events.csv``: recipe ``retailrocket`` (2023 protocol, D = 7 days).
+
+Comma separated with a header ``timestamp,visitorid,event,itemid,transactionid``; timestamps
+in milliseconds; ``event`` is ``view``, ``addtocart`` or ``transaction``. The file has no
+sessions: each visitor's stream of *all* events is cut where two consecutive events are more
+than one hour apart (as the reference script does, so an add-to-cart between two views keeps
+them in one session), then only the views are kept. Sessions get new integer ids numbered from
+1 in (visitor, time) order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nextclick.data.io import read_table
+from nextclick.data.recipes.common import (
+    DAY,
+    Prepared,
+    Recipe,
+    protocol_2023,
+    text,
+    views_of_streams,
+)
+
+
+def _retailrocket(raw: list[Path]) -> Prepared:
+    table = read_table(raw[0], required=["timestamp", "visitorid", "event", "itemid"], sep=",")
+    ms = table.numbers("timestamp")
+    view = text(table, "event") == "view"
+    events, removal, note = views_of_streams(
+        table, table.ids("visitorid"), ms, view, "itemid", per_second=1000.0
+    )
+    return protocol_2023(events, 7 * DAY, len(ms), [removal], [note])
+
+
+RETAILROCKET = Recipe(
+    "retailrocket",
+    "events.csv; views, visitor streams cut at gaps over 1 hour; 2023 protocol, D = 7 days",
+    1,
+    1,
+    _retailrocket,
+)

@@ -1,0 +1,79 @@
+"""RSC15 / YooChoose raw clicks: recipes ``rsc15`` (2016 rules) and ``yoochoose`` (2023).
+
+``yoochoose-clicks.dat`` (and the challenge's ``yoochoose-test.dat``, same format) is comma
+separated without a header: ``SessionId, Timestamp, ItemId, Category``, with ISO-8601 UTC
+timestamps such as ``2014-04-07T10:51:09.277Z``. Times are written as Unix seconds with
+their milliseconds (GRU4Rec's script read them as local time and dropped the milliseconds;
+neither changes which day an event falls in by more than the machine's UTC offset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nextclick.data.io import read_table
+from nextclick.data.recipes.common import (
+    DAY,
+    Prepared,
+    Recipe,
+    concat_events,
+    events_frame,
+    protocol_2016,
+    protocol_2023,
+)
+
+_FIELDS = ["SessionId", "Timestamp", "ItemId", "Category"]
+# A fifth name catches rows with too many fields (pandas would silently drop the extra one),
+# e.g. ``yoochoose-buys.dat`` given by mistake: its rows have five.
+_EXTRA = "_extra"
+
+
+def read_clicks(path: Path) -> pd.DataFrame:
+    """Read a ``yoochoose-clicks.dat``-format file into ``SessionId, ItemId, Time`` (seconds).
+
+    Raises
+    ------
+    DataError
+        For a row without four fields, a missing id or a timestamp that is not ISO-8601.
+    """
+    table = read_table(path, required=[*_FIELDS, _EXTRA], sep=",", names=[*_FIELDS, _EXTRA])
+    extra = table.frame[_EXTRA].astype(str).str.strip().to_numpy() != ""
+    if extra.any():
+        raise table.fail(
+            int(np.flatnonzero(extra)[0]),
+            _FIELDS[-1],
+            "more than 4 comma-separated fields (expected SessionId,Timestamp,ItemId,Category)",
+        )
+    short = table.frame["Category"].astype(str).str.strip().to_numpy() == ""
+    if short.any():  # every click has a category, so an empty one means a short row
+        raise table.fail(int(np.flatnonzero(short)[0]), "Category", "missing value")
+    return events_frame(table.ids("SessionId"), table.ids("ItemId"), table.times("Timestamp"))
+
+
+def _rsc15(raw: list[Path]) -> Prepared:
+    events = read_clicks(raw[0])
+    return protocol_2016(events, len(events), [])
+
+
+def _yoochoose(raw: list[Path]) -> Prepared:
+    events = concat_events([read_clicks(path) for path in raw])
+    return protocol_2023(events, DAY, len(events), [], [])
+
+
+RSC15 = Recipe(
+    "rsc15",
+    "yoochoose-clicks.dat; the GRU4Rec paper's (2016) filters and last-day split",
+    1,
+    1,
+    _rsc15,
+)
+YOOCHOOSE = Recipe(
+    "yoochoose",
+    "yoochoose-clicks.dat [yoochoose-test.dat]; 2023 protocol, D = 1 day",
+    1,
+    2,
+    _yoochoose,
+)
