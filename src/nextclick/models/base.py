@@ -58,6 +58,10 @@ class Recommender(ABC):
 
     # -- training -----------------------------------------------------------------------
 
+    def to(self, device: str) -> Self:
+        """Move to a device; models without a GPU implementation run on the CPU anyway."""
+        return self
+
     def fit(self, train: SessionData, item_index: ItemIndex, *, progress: bool = False) -> Self:
         """Learn from training sessions whose items are indices of ``item_index``."""
         if train.n_events == 0:
@@ -139,6 +143,8 @@ class Recommender(ABC):
 
         Ties are broken by item index; items in ``exclude`` are never returned.
         """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
         scores = self.score_prefixes([prefix])[0].astype(np.float64)
         if len(exclude):
             scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
@@ -178,16 +184,24 @@ class Recommender(ABC):
             }
             (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
             self.item_index_.save(tmp)
-            np.savez(tmp / _ARRAYS, item_support=self.item_support_, **self._arrays())
+            self._save_weights(tmp)
+
+    def _save_weights(self, directory: Path) -> None:
+        """Write the learned arrays (``arrays.npz``; torch models override)."""
+        np.savez(directory / _ARRAYS, item_support=self.item_support_, **self._arrays())
+
+    def _load_weights(self, directory: Path) -> None:
+        """Read what ``_save_weights`` wrote."""
+        with np.load(directory / _ARRAYS, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        self.item_support_ = arrays.pop("item_support")
+        self._set_arrays(arrays)
 
     @classmethod
     def _from_directory(cls, directory: Path, config: Any) -> Self:
         model = cls(config)
         model.item_index_ = ItemIndex.load(directory)
-        with np.load(directory / _ARRAYS, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        model.item_support_ = arrays.pop("item_support")
-        model._set_arrays(arrays)
+        model._load_weights(directory)
         return model
 
 
