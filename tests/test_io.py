@@ -130,7 +130,7 @@ def test_bad_input_gets_one_line_error_and_exit_2(tmp_path, capsys, name, conten
 
 def test_bad_gzip_and_bad_parquet(tmp_path):
     (tmp_path / "broken.gz").write_bytes(gzip.compress(GOOD.encode())[:20])
-    with pytest.raises(DataError, match="broken.gz"):
+    with pytest.raises(DataError, match=r"broken\.gz"):
         read_events(tmp_path / "broken.gz")
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match=r"bad.parquet: not a valid Parquet file"):
