@@ -55,9 +55,7 @@ def main() -> None:
                 "eval_seconds": round(result.seconds, 2),
                 "recall@20": round(result.metrics["recall@20"], 4),
                 "mrr@20": round(result.metrics["mrr@20"], 4),
-                "recall@20_unknown_as_miss": round(
-                    result.metrics_unknown_as_miss["recall@20"], 4
-                ),
+                "recall@20_unknown_as_miss": round(result.metrics_unknown_as_miss["recall@20"], 4),
                 "mrr@20_unknown_as_miss": round(result.metrics_unknown_as_miss["mrr@20"], 4),
             }
         )

@@ -39,7 +39,7 @@ def test_train_then_evaluate_equals_run(tmp_path, capsys):
                          "--param", "lmbd=10", "--json"])  # fmt: skip
     expected_keys = {"model", "train_file", "test_file", "ties", "n_targets",
                      "n_dropped_unknown", "metrics", "metrics_unknown_as_miss",
-                     "train_seconds", "eval_seconds"}  # fmt: skip
+                     "train_seconds", "eval_seconds", "peak_rss_mb"}  # fmt: skip
     assert set(evaluated) == expected_keys == set(ran)
     assert set(evaluated["metrics"]) == METRIC_KEYS == set(evaluated["metrics_unknown_as_miss"])
     assert evaluated["metrics"] == ran["metrics"]
@@ -81,7 +81,7 @@ def test_compare_json_and_tie_mode(capsys):
     ("argv", "message"),
     [
         (["run", "--model", "nope", "--train", TRAIN, "--test", TEST],
-         "unknown model 'nope'; models: pop, spop, itemknn, bprmf, sknn, vsknn"),
+         "unknown model 'nope'; models: pop, spop, itemknn, bprmf, sknn, vsknn, gru4rec"),
         (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "k=3"],
          "unknown parameter 'k'; known parameters: alpha, lmbd, n_sims"),
         (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "lmbd=x"],

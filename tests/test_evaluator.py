@@ -56,7 +56,13 @@ def reference_metrics(ranks, tops, support, n_items):
     return out
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# The baselines score in float64 row by row, so batched and one-by-one ranks agree exactly;
+# GRU4Rec's float32 matrix products may differ in the last bit with the batch shape (its
+# batched = one-by-one check, with a tolerance, is in test_models).
+BASELINES = sorted(set(MODELS) - {"gru4rec"})
+
+
+@pytest.mark.parametrize("name", BASELINES)
 def test_batched_evaluator_matches_brute_force(rsc15, name):
     sessions, index, test = rsc15
     model = create_model(name, {"n_iterations": 2} if name == "bprmf" else {})

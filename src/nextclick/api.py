@@ -7,6 +7,7 @@ loop calls.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +24,36 @@ class Trained:
     train_file: str
     train_seconds: float
 
+    def training_record(self) -> dict[str, Any]:
+        """Per-epoch figures of models trained in epochs (empty for the others)."""
+        history = getattr(self.model, "history_", [])
+        if not history:
+            return {}
+        pairs = sum(e.events_per_second * e.seconds for e in history)
+        return {
+            "train_events_per_second": pairs / sum(e.seconds for e in history),
+            "epochs": [
+                {"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds,
+                 "events_per_second": e.events_per_second}
+                for e in history
+            ],
+        }  # fmt: skip
+
 
 def train(
     model: str,
     train_file: str | os.PathLike[str],
     *params: dict[str, Any],
     columns: EventColumns | None = None,
+    device: str = "cpu",
     progress: bool = False,
 ) -> Trained:
     """Fit model ``model`` (a name from ``nextclick.models.MODELS``) on an event file.
 
-    ``params`` are dicts of parameter overrides applied in order (later ones win).
+    ``params`` are dicts of parameter overrides applied in order (later ones win);
+    ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (used by GRU4Rec).
     """
-    model_obj = create_model(model, *params)
+    model_obj = create_model(model, *params).to(device)
     events = read_events(train_file, columns)
     index = ItemIndex.from_items(events["ItemId"].to_numpy())
     sessions = encode_sessions(events, index).sessions
@@ -80,4 +98,10 @@ def result_record(
         "metrics_unknown_as_miss": result.metrics_unknown_as_miss,
         "train_seconds": train_seconds,
         "eval_seconds": result.seconds,
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -39,7 +39,18 @@ def _eval_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (GRU4Rec; default cpu)"
+    )
+
+
 def _param_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset", metavar="NAME",
+        help="published GRU4Rec setting: rsc15, yoochoose, rees46, coveo, retailrocket, "
+        "diginetica (--params and --param override it)",
+    )  # fmt: skip
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="model parameter, repeatable (lists as 200/200 or [200,200])",
@@ -56,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nextclick", description="Session-based recommendation: train, evaluate, compare."
     )
     parser.add_argument("--version", action="version", version=f"nextclick {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-epoch log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="raw dataset -> train_full/test/train_tr/train_valid")
@@ -76,12 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=Path, required=True, help="training events")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     _param_args(p)
+    _device_arg(p)
     _columns_args(p)
     _json_arg(p)
 
     p = sub.add_parser("evaluate", help="next-item evaluation of a saved model")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--test", type=Path, required=True, help="test events")
+    _device_arg(p)
     _eval_args(p)
     _columns_args(p)
     _json_arg(p)
@@ -92,14 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=Path, required=True)
     p.add_argument("--out", type=Path, help="also save the model directory")
     _param_args(p)
+    _device_arg(p)
     _eval_args(p)
     _columns_args(p)
     _json_arg(p)
 
     p = sub.add_parser("compare", help="train and evaluate several models; print one table")
-    p.add_argument("--models", required=True, help="comma-separated model names")
+    p.add_argument(
+        "--models", required=True,
+        help="comma-separated model names; gru4rec:PRESET for a published setting",
+    )  # fmt: skip
     p.add_argument("--train", type=Path, required=True)
     p.add_argument("--test", type=Path, required=True)
+    _device_arg(p)
     _eval_args(p)
     _columns_args(p)
     _json_arg(p)
@@ -115,9 +133,19 @@ def _columns(args: argparse.Namespace) -> Any:
 def _params(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nextclick.config import parse_overrides, read_toml
 
-    layers = [read_toml(args.params)] if args.params else []
+    layers = [_preset(args.model, args.preset)] if args.preset else []
+    if args.params:
+        layers.append(read_toml(args.params))
     layers.append(parse_overrides(args.param))
     return layers
+
+
+def _preset(model: str, preset: str) -> dict[str, Any]:
+    from nextclick.models.gru4rec import preset_params
+
+    if model != "gru4rec":
+        raise NextclickError(f"--preset {preset}: presets are GRU4Rec settings, not {model}'s")
+    return preset_params(preset)
 
 
 def _cutoffs(args: argparse.Namespace) -> tuple[int, ...]:
@@ -165,8 +193,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from nextclick.api import train
 
     trained = train(
-        args.model, args.train, *_params(args), columns=_columns(args), progress=args.progress
-    )
+        args.model, args.train, *_params(args), columns=_columns(args), device=args.device,
+        progress=args.progress,
+    )  # fmt: skip
     trained.model.save(
         args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}
     )
@@ -175,6 +204,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "train_file": str(args.train),
         "out": str(args.out),
         "train_seconds": trained.train_seconds,
+        **trained.training_record(),
     }
     _emit(args, record, f"trained {args.model} in {trained.train_seconds:.1f} s -> {args.out}")
 
@@ -184,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from nextclick.models import load_model
     from nextclick.models.base import read_model_meta
 
-    model = load_model(args.model_dir)
+    model = load_model(args.model_dir).to(args.device)
     provenance = read_model_meta(args.model_dir).get("provenance", {})
     result = evaluate_file(
         model, args.test, columns=_columns(args), cutoffs=_cutoffs(args), ties=args.ties,
@@ -197,16 +227,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _emit(args, record, _metric_lines(record))
 
 
-def _train_and_evaluate(args: argparse.Namespace, name: str, params: list[dict[str, Any]]):
+def _train_and_evaluate(
+    args: argparse.Namespace, name: str, params: list[dict[str, Any]], label: str | None = None
+):
     from nextclick.api import evaluate_file, result_record, train
 
     cutoffs = _cutoffs(args)
-    trained = train(name, args.train, *params, columns=_columns(args), progress=args.progress)
+    trained = train(
+        name, args.train, *params, columns=_columns(args), device=args.device,
+        progress=args.progress,
+    )  # fmt: skip
     result = evaluate_file(
         trained.model, args.test, columns=_columns(args), cutoffs=cutoffs, ties=args.ties,
         exclude_seen=args.exclude_seen, progress=args.progress,
     )  # fmt: skip
-    record = result_record(name, str(args.train), args.test, result, trained.train_seconds)
+    record = result_record(label or name, str(args.train), args.test, result, trained.train_seconds)
+    record.update(trained.training_record())
     return trained, record
 
 
@@ -222,15 +258,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from nextclick.models import model_class
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    if not names:
+    labels = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not labels:
         raise NextclickError("--models: expected a comma-separated list of model names")
-    for name in names:
-        model_class(name)  # fail on a typo before training anything
+    runs = []
+    for label in labels:  # resolve everything first: fail on a typo before training
+        name, _, preset = label.partition(":")
+        model_class(name)
+        runs.append((label, name, [_preset(name, preset)] if preset else []))
     records = []
-    for name in names:
-        log.info("training and evaluating %s", name)
-        records.append(_train_and_evaluate(args, name, [])[1])
+    for label, name, params in runs:
+        log.info("training and evaluating %s", label)
+        records.append(_train_and_evaluate(args, name, params, label)[1])
     table = comparison_table(records, _cutoffs(args))
     record = {
         "train_file": str(args.train),
@@ -280,11 +319,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=logging.WARNING)
+    logging.getLogger("nextclick").setLevel(logging.WARNING if args.quiet else logging.INFO)
     args.progress = sys.stderr.isatty() and not getattr(args, "json", False)
     try:
         COMMANDS[args.command](args)

@@ -95,8 +95,8 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
                 value = [v for v in text.replace(",", "/").split("/") if v.strip()]
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = [value]
-        if not isinstance(value, list | tuple) or not value:
-            raise ConfigError(f"parameter {name!r}: expected a non-empty list, got {value!r}")
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"parameter {name!r}: expected a list, got {value!r}")
         return tuple(coerce(name, v, item_type) for v in value)
     if hint is type(None):
         if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):

@@ -207,7 +207,7 @@ def _block(
     return scores
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _count_and_top(scores, col0, target_scores, gt, ge, top_scores, top_items):
     """One pass per row: count scores > and >= the target's, keep the best K items.
 

@@ -56,7 +56,7 @@ class BPRMFConfig:
         check(self.sigma > 0, "sigma", "a number > 0")
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _sgd_epoch(U, V, sessions, items, order, negatives, lr, lambda_session, lambda_item):
     """One pass of BPR updates in the given event order; returns the summed log-likelihood.
 

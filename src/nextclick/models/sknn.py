@@ -187,7 +187,7 @@ class VSKNN(_SessionKNN):
         )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _position_weight(kind, i, length):
     if kind == 1:
         return i / length
@@ -200,7 +200,7 @@ def _position_weight(kind, i, length):
     return 1.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _score_decay(kind, s):
     if kind == 1:
         return 1.0 / s
@@ -213,7 +213,7 @@ def _score_decay(kind, s):
     return 1.0
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _score_sessions(
     prefixes, session_ptr, session_items, item_ptr, item_sessions, idf,
     k, sample_size, similarity, weighting, decay, idf_weight, start, out,

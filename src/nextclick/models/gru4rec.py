@@ -1,0 +1,534 @@
+"""GRU4Rec (Hidasi et al. 2016; Hidasi & Karatzoglou 2018), as the author's implementations.
+
+Read top to bottom: the config (published names and defaults), the presets (the published
+best settings), the network's parameters and their initialisation, one training step, and
+the incremental scoring that evaluation and serving use.
+
+Decisions where the published descriptions leave room:
+
+- The GRU cell is PyTorch's form (reset gate applied to the recurrent product) in every
+  input mode, as the reference's embedding modes.
+- As in the reference, the hidden state carried to the next step is the layer's output
+  after dropout; at inference there is no dropout.
+- Feed-forward layers (``ff_layers``) are tanh layers after the last GRU layer, with
+  ``dropout_p_hidden`` on their outputs; with a shared embedding the item vectors take the
+  size of the last of them.
+- The 2016 ``bpr`` and ``top1`` losses average over the row's negatives (the positive
+  column is left out).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nextclick.data.batching import Step
+from nextclick.data.sessions import SessionData
+from nextclick.errors import ConfigError, DataError
+from nextclick.models.base import Recommender, check
+from nextclick.training import fused, losses
+from nextclick.training.loop import EpochStats, train_epochs
+from nextclick.training.optim import AdagradM
+from nextclick.training.sampling import SampleStore
+
+Loss = Literal["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"]
+_WEIGHTS = "weights.pt"
+
+
+@dataclass(frozen=True)
+class GRU4RecConfig:
+    """GRU4Rec's parameters; names and defaults as in the author's implementation.
+
+    Attributes
+    ----------
+    layers
+        Units of each GRU layer.
+    loss
+        ``cross-entropy``, ``bpr-max``, ``top1-max``, or the 2016 ``bpr`` / ``top1``.
+    batch_size
+        Session-parallel slots per mini-batch.
+    dropout_p_embed, dropout_p_hidden
+        Drop probabilities of the input embedding and of every hidden layer's output.
+    learning_rate, momentum
+        Adagrad with momentum.
+    n_sample, sample_alpha
+        Extra negatives per step, drawn ∝ support^sample_alpha (0 = uniform).
+    bpreg
+        Score regularisation of bpr-max.
+    elu_param
+        ELU alpha applied to scores by the ranking losses (0 = linear).
+    logq
+        Weight of the log-Q sampling correction of cross-entropy (0 = off).
+    embedding
+        Separate input embedding size; ``"layersize"`` = the first layer's size; 0 = none.
+    constrained_embedding
+        Share the output item vectors as the input embedding (overrides ``embedding``).
+    n_epochs
+        Passes over the training data.
+    ff_layers
+        Optional tanh feed-forward layers between the last GRU layer and the output.
+    sample_store_size
+        Extra-sample ids drawn at once into the sample store.
+    seed
+        Seed of initialisation, dropout and sampling.
+    """
+
+    layers: tuple[int, ...] = (100,)
+    loss: Loss = "cross-entropy"
+    batch_size: int = 64
+    dropout_p_embed: float = 0.0
+    dropout_p_hidden: float = 0.0
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    n_sample: int = 2048
+    sample_alpha: float = 0.5
+    bpreg: float = 1.0
+    elu_param: float = 0.5
+    logq: float = 0.0
+    embedding: int | Literal["layersize"] = 0
+    constrained_embedding: bool = True
+    n_epochs: int = 10
+    ff_layers: tuple[int, ...] = ()
+    sample_store_size: int = 10_000_000
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        check(len(self.layers) > 0 and min(self.layers) > 0, "layers", "positive layer sizes")
+        check(all(s > 0 for s in self.ff_layers), "ff_layers", "positive layer sizes")
+        check(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        check(0 <= self.dropout_p_embed < 1, "dropout_p_embed", "a probability in [0, 1)")
+        check(0 <= self.dropout_p_hidden < 1, "dropout_p_hidden", "a probability in [0, 1)")
+        check(self.learning_rate > 0, "learning_rate", "a number > 0")
+        check(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
+        check(self.n_sample >= 0, "n_sample", "an integer >= 0")
+        check(self.sample_alpha >= 0, "sample_alpha", "a number >= 0")
+        check(self.bpreg >= 0, "bpreg", "a number >= 0")
+        check(self.elu_param >= 0, "elu_param", "a number >= 0")
+        check(self.logq >= 0, "logq", "a number >= 0")
+        check(self.embedding == "layersize" or self.embedding >= 0, "embedding",
+              "an integer >= 0 or 'layersize'")  # fmt: skip
+        check(self.n_epochs >= 1, "n_epochs", "an integer >= 1")
+        check(self.sample_store_size >= 1, "sample_store_size", "an integer >= 1")
+
+    @property
+    def embedding_size(self) -> int:
+        """Size of the separate input embedding (0: none)."""
+        return self.layers[0] if self.embedding == "layersize" else int(self.embedding)
+
+    @property
+    def output_size(self) -> int:
+        """Size of the vector that scores items (last feed-forward or GRU layer)."""
+        return self.ff_layers[-1] if self.ff_layers else self.layers[-1]
+
+
+#: The published best settings (shared embedding, 10 epochs), by dataset.
+PRESETS: dict[str, dict[str, object]] = {
+    "rsc15": dict(loss="cross-entropy", layers=(100,), batch_size=32, dropout_p_embed=0.0,
+                  dropout_p_hidden=0.4, learning_rate=0.2, momentum=0.2, n_sample=2048,
+                  sample_alpha=0.5, bpreg=0.0, elu_param=0.0, logq=1.0),
+    "yoochoose": dict(loss="cross-entropy", layers=(480,), batch_size=48, dropout_p_embed=0.0,
+                      dropout_p_hidden=0.2, learning_rate=0.07, momentum=0.0, n_sample=2048,
+                      sample_alpha=0.2, bpreg=0.0, elu_param=0.0, logq=1.0),
+    "rees46": dict(loss="cross-entropy", layers=(512,), batch_size=240, dropout_p_embed=0.45,
+                   dropout_p_hidden=0.0, learning_rate=0.065, momentum=0.0, n_sample=2048,
+                   sample_alpha=0.5, bpreg=0.0, elu_param=0.0, logq=1.0),
+    "coveo": dict(loss="bpr-max", layers=(512,), batch_size=144, dropout_p_embed=0.35,
+                  dropout_p_hidden=0.0, learning_rate=0.05, momentum=0.4, n_sample=2048,
+                  sample_alpha=0.2, bpreg=1.85, elu_param=1.0, logq=0.0),
+    "retailrocket": dict(loss="bpr-max", layers=(224,), batch_size=80, dropout_p_embed=0.5,
+                         dropout_p_hidden=0.05, learning_rate=0.05, momentum=0.4,
+                         n_sample=2048, sample_alpha=0.4, bpreg=1.95, elu_param=0.5,
+                         logq=0.0),
+    "diginetica": dict(loss="bpr-max", layers=(512,), batch_size=128, dropout_p_embed=0.5,
+                       dropout_p_hidden=0.3, learning_rate=0.05, momentum=0.15,
+                       n_sample=2048, sample_alpha=0.3, bpreg=0.9, elu_param=1.0, logq=0.0),
+}  # fmt: skip
+for _preset in PRESETS.values():
+    _preset.update(constrained_embedding=True, embedding=0, n_epochs=10)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: no CUDA device is available here")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
+    return device
+
+
+class GRUState(NamedTuple):
+    """Incremental state of ``n`` sessions: hidden vectors per layer and the scoring vector."""
+
+    hidden: list[Tensor]  # per layer (n, layers[i])
+    output: Tensor  # (n, output_size)
+
+
+class GRU4Rec(Recommender):
+    """GRU4Rec with session-parallel mini-batches, sampled outputs and ranking losses."""
+
+    name = "gru4rec"
+    Config = GRU4RecConfig
+
+    def __init__(self, config: GRU4RecConfig | None = None, device: str = "cpu") -> None:
+        super().__init__(config)
+        self.device = resolve_device(device)
+        self.params_: dict[str, Tensor] = {}
+        self.history_: list[EpochStats] = []
+        #: Called after each training epoch (validation, pruning); may raise to stop.
+        self.on_epoch: Callable[[EpochStats], None] | None = None
+
+    def to(self, device: str) -> GRU4Rec:
+        self.device = resolve_device(device)
+        self.params_ = {name: p.to(self.device) for name, p in self.params_.items()}
+        return self
+
+    # -- parameters ----------------------------------------------------------------------
+
+    def _mode(self) -> str:
+        cfg = self.config
+        if cfg.constrained_embedding:
+            return "shared"
+        return "separate" if cfg.embedding_size else "onehot"
+
+    def _init_params(self, n_items: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Uniform in ±sqrt(6 / (fan_in + fan_out)), each gate block separately; biases 0."""
+        cfg = self.config
+
+        def uniform(rows: int, cols: int, blocks: int = 1) -> Tensor:
+            # `blocks` gate blocks stacked along the rows, each of shape (rows, cols).
+            sigma = math.sqrt(6.0 / (rows + cols))
+            return (torch.rand(blocks * rows, cols, generator=generator) * 2 - 1) * sigma
+
+        out = cfg.output_size
+        params: dict[str, Tensor] = {"Wy": uniform(n_items, out), "By": torch.zeros(n_items)}
+        mode = self._mode()
+        first = 0
+        if mode == "shared":
+            n_input = out
+        elif mode == "separate":
+            n_input = cfg.embedding_size
+            params["E"] = uniform(n_items, n_input)
+        else:
+            h = cfg.layers[0]
+            # One-hot input: the first layer's input weights are item rows (x, r, z blocks).
+            params["Wx0"] = torch.cat([uniform(n_items, h) for _ in range(3)], dim=1)
+            params["Wh0"] = torch.cat([uniform(h, h) for _ in range(3)], dim=1)
+            params["Bh0"] = torch.zeros(3 * h)
+            n_input, first = h, 1
+        for i in range(first, len(cfg.layers)):
+            h = cfg.layers[i]
+            fan_in = n_input if i == 0 else cfg.layers[i - 1]
+            params[f"gru{i}.weight_ih"] = uniform(h, fan_in, blocks=3)
+            params[f"gru{i}.weight_hh"] = uniform(h, h, blocks=3)
+            params[f"gru{i}.bias_ih"] = torch.zeros(3 * h)
+            params[f"gru{i}.bias_hh"] = torch.zeros(3 * h)
+        size = cfg.layers[-1]
+        for j, units in enumerate(cfg.ff_layers):
+            params[f"ff{j}.weight"] = uniform(units, size)
+            params[f"ff{j}.bias"] = torch.zeros(units)
+            size = units
+        return {name: p.to(self.device) for name, p in params.items()}
+
+    # -- the network -----------------------------------------------------------------------
+    #
+    # Forward and backward are written out (no autograd): a training step is a short,
+    # fixed sequence of tensor operations whose gradients the tests check against autograd.
+    # The hidden state is detached at every step (no backpropagation through time).
+
+    def _forward(
+        self,
+        x: Tensor,
+        hidden: list[Tensor],
+        p: dict[str, Tensor],
+        dropout: torch.Generator | None,
+        tape: list | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One step for every row: (scoring vector (n, output_size), new hidden states).
+
+        ``x`` is the (n, ·) input: embedding rows, or in one-hot mode the items' rows of
+        ``Wx0``. ``dropout`` generates the training masks (None at inference). When
+        ``tape`` is a list, what the backward pass needs is appended to it.
+        """
+        cfg = self.config
+        new_hidden = []
+        first = 0
+        if self._mode() == "onehot":
+            h0 = hidden[0]
+            size = h0.shape[1]
+            vx = x + p["Bh0"]  # (n, 3h): blocks x, r, z
+            vh = h0 @ p["Wh0"]  # (n, 3h)
+            rz = torch.sigmoid(vx[:, size:] + vh[:, size:])  # (n, 2h)
+            r, z = rz[:, :size], rz[:, size:]
+            c = torch.tanh(r * vh[:, :size] + vx[:, :size])
+            h = h0 + z * (c - h0)  # (1 - z) h0 + z c
+            if tape is not None:
+                tape.append(("onehot", h0, vh, r, z, c))
+            # As the reference: this layer's output takes the embedding dropout.
+            layer_input = self._dropout(h, cfg.dropout_p_embed, dropout, tape)
+            new_hidden.append(layer_input)
+            first = 1
+        else:
+            layer_input = self._dropout(x, cfg.dropout_p_embed, dropout, tape)
+        for i in range(first, len(cfg.layers)):
+            h0 = hidden[i]
+            size = h0.shape[1]
+            gi = torch.addmm(p[f"gru{i}.bias_ih"], layer_input, p[f"gru{i}.weight_ih"].T)
+            gh = torch.addmm(p[f"gru{i}.bias_hh"], h0, p[f"gru{i}.weight_hh"].T)
+            rz = torch.sigmoid(gi[:, : 2 * size] + gh[:, : 2 * size])  # (n, 2h): r, z
+            r, z = rz[:, :size], rz[:, size:]
+            gh_n = gh[:, 2 * size :]
+            n = torch.tanh(gi[:, 2 * size :] + r * gh_n)
+            h = n + z * (h0 - n)  # PyTorch's GRU: (1 - z) n + z h0
+            if tape is not None:
+                tape.append(("gru", i, layer_input, h0, r, z, n, gh_n))
+            layer_input = self._dropout(h, cfg.dropout_p_hidden, dropout, tape)
+            new_hidden.append(layer_input)
+        for j in range(len(cfg.ff_layers)):
+            out = torch.tanh(torch.addmm(p[f"ff{j}.bias"], layer_input, p[f"ff{j}.weight"].T))
+            if tape is not None:
+                tape.append(("ff", j, layer_input, out))
+            layer_input = self._dropout(out, cfg.dropout_p_hidden, dropout, tape)
+        return layer_input, new_hidden
+
+    @staticmethod
+    def _dropout(
+        x: Tensor, prob: float, generator: torch.Generator | None, tape: list | None
+    ) -> Tensor:
+        if generator is None or prob <= 0:
+            return x
+        keep = torch.rand(x.shape, generator=generator, device=x.device) >= prob
+        scale = keep.to(x.dtype).mul_(1.0 / (1.0 - prob))
+        if tape is not None:
+            tape.append(("dropout", scale))
+        return x * scale
+
+    def _backward(
+        self, grad: Tensor, tape: list, p: dict[str, Tensor], grads: dict[str, Tensor]
+    ) -> Tensor:
+        """Backward through the recorded step; fills ``grads`` of the dense parameters and
+        returns the gradient of the input rows ``x``."""
+        for record in reversed(tape):
+            kind = record[0]
+            if kind == "dropout":
+                grad = grad * record[1]
+            elif kind == "ff":
+                _, j, inp, out = record
+                grad = grad * (1.0 - out * out)
+                grads[f"ff{j}.weight"] = grad.T @ inp
+                grads[f"ff{j}.bias"] = grad.sum(0)
+                grad = grad @ p[f"ff{j}.weight"]
+            elif kind == "gru":
+                _, i, inp, h0, r, z, n, gh_n = record
+                d_n = grad * (1.0 - z)
+                d_z = grad * (h0 - n)
+                d_an = d_n * (1.0 - n * n)  # through tanh
+                d_r = d_an * gh_n
+                d_gi = torch.cat((d_r * r * (1.0 - r), d_z * z * (1.0 - z), d_an), dim=1)
+                d_gh = torch.cat((d_gi[:, : 2 * r.shape[1]], d_an * r), dim=1)
+                grads[f"gru{i}.weight_ih"] = d_gi.T @ inp
+                grads[f"gru{i}.bias_ih"] = d_gi.sum(0)
+                grads[f"gru{i}.weight_hh"] = d_gh.T @ h0
+                grads[f"gru{i}.bias_hh"] = d_gh.sum(0)
+                grad = d_gi @ p[f"gru{i}.weight_ih"]
+            else:  # one-hot first layer
+                _, h0, vh, r, z, c = record
+                size = h0.shape[1]
+                d_c = grad * z
+                d_z = grad * (c - h0)
+                d_ac = d_c * (1.0 - c * c)
+                d_r = d_ac * vh[:, :size]
+                d_rz = torch.cat((d_r * r * (1.0 - r), d_z * z * (1.0 - z)), dim=1)
+                d_vx = torch.cat((d_ac, d_rz), dim=1)  # blocks x, r, z
+                d_vh = torch.cat((d_ac * r, d_rz), dim=1)
+                grads["Wh0"] = h0.T @ d_vh
+                grads["Bh0"] = d_vx.sum(0)
+                grad = d_vx
+        return grad
+
+    def _input_rows(self, items: Tensor) -> tuple[str, Tensor]:
+        mode = self._mode()
+        name = {"shared": "Wy", "separate": "E", "onehot": "Wx0"}[mode]
+        return name, self.params_[name].index_select(0, items)
+
+    # -- training ------------------------------------------------------------------------
+
+    def _fit(self, train: SessionData, *, progress: bool) -> None:
+        cfg = self.config
+        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.params_ = self._init_params(train.n_items, generator)
+        device_generator = (
+            generator if self.device.type == "cpu"
+            else torch.Generator(device=self.device).manual_seed(cfg.seed)
+        )  # fmt: skip
+        support = torch.as_tensor(self.item_support_, dtype=torch.float64, device=self.device)
+        log_support = torch.log(support).float()
+        store = (
+            SampleStore(self.item_support_, cfg.sample_alpha, cfg.n_sample,
+                        cfg.sample_store_size, device_generator)
+            if cfg.n_sample > 0 else None
+        )  # fmt: skip
+        optimizer = AdagradM(self.params_, cfg.learning_rate, cfg.momentum)
+        hidden: list[Tensor] = []
+
+        def step(batch: Step) -> Tensor:
+            nonlocal hidden
+            if batch.keep is not None:
+                keep = torch.as_tensor(batch.keep, device=self.device)
+                hidden = [h.index_select(0, keep) for h in hidden]
+            if batch.reset.all():  # first step of an epoch (or every slot starts anew)
+                hidden = [torch.zeros(len(batch.inputs), h, device=self.device)
+                          for h in cfg.layers]  # fmt: skip
+            elif batch.reset.any():
+                alive = torch.as_tensor(~batch.reset, dtype=torch.float32, device=self.device)
+                hidden = [h * alive[:, None] for h in hidden]
+            x = torch.as_tensor(batch.inputs, device=self.device)
+            y = torch.as_tensor(batch.targets, device=self.device)
+            if store is not None:
+                y = torch.cat((y, store.next()))
+            loss, hidden = self._train_step(x, y, hidden, optimizer, log_support,
+                                            device_generator)  # fmt: skip
+            return loss
+
+        self.history_ = train_epochs(
+            train, cfg.batch_size, cfg.n_epochs, step, name="gru4rec", progress=progress,
+            on_epoch=self.on_epoch,
+        )  # fmt: skip
+
+    def _train_step(
+        self,
+        x: Tensor,
+        y: Tensor,
+        hidden: list[Tensor],
+        optimizer: AdagradM,
+        log_support: Tensor,
+        generator: torch.Generator,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Forward, loss, backward and update for one mini-batch; returns (loss, hidden).
+
+        Only the rows of the item-indexed matrices that this step uses are gathered,
+        scored and updated: the step never touches (or scores) the whole catalogue.
+        """
+        cfg = self.config
+        p = self.params_
+        n = len(x)
+        in_name, x_rows = self._input_rows(x)
+        out_rows = p["Wy"].index_select(0, y)  # (n_out, d)
+        bias = p["By"].index_select(0, y)  # (n_out,)
+        tape: list = []
+        vector, hidden = self._forward(x_rows, hidden, p, generator, tape)
+        R = torch.addmm(bias, vector, out_rows.T)  # (n, n_out)
+        loss, d_R = self._loss_and_grad(R, y, n, log_support)
+        d_R.mul_(1.0 / cfg.batch_size)
+        grads: dict[str, Tensor] = {}
+        d_x = self._backward(d_R @ out_rows, tape, p, grads)
+        optimizer.dense(grads)
+        d_out = d_R.T @ vector  # (n_out, d)
+        if in_name == "Wy":
+            # Shared embedding: one update of Wy with the input and output gradients summed.
+            optimizer.rows("Wy", torch.cat((x, y)), torch.cat((d_x, d_out)))
+        else:
+            optimizer.rows("Wy", y, d_out)
+            optimizer.rows(in_name, x, d_x)
+        optimizer.rows("By", y, d_R.sum(0))
+        return loss / cfg.batch_size, [h.detach() for h in hidden]
+
+    def _loss_and_grad(
+        self, R: Tensor, y: Tensor, n: int, log_support: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(summed loss, dLoss/dR). Compiled kernels on the CPU for the two published
+        losses; otherwise autograd through the formula in ``losses``."""
+        cfg = self.config
+        if self.device.type == "cpu" and cfg.loss in ("cross-entropy", "bpr-max"):
+            if cfg.loss == "cross-entropy":
+                log_q = self._log_q(y, n, log_support) if cfg.logq > 0 else None
+                loss = fused.cross_entropy_grad(R, log_q, cfg.logq)
+            else:
+                loss = fused.bpr_max_grad(R.numpy(), cfg.bpreg, cfg.elu_param)
+            return torch.tensor(loss), R
+        with torch.enable_grad():
+            R.requires_grad_(True)
+            loss = self._loss(R, y, n, log_support)
+            (d_R,) = torch.autograd.grad(loss, R)
+        return loss.detach(), d_R
+
+    def _log_q(self, y: Tensor, n: int, log_support: Tensor) -> Tensor:
+        """log Q of each sampled column: support for in-batch targets, support^alpha after."""
+        log_q = log_support.index_select(0, y)
+        return torch.cat((log_q[:n], self.config.sample_alpha * log_q[n:]))
+
+    def _loss(self, R: Tensor, y: Tensor, n: int, log_support: Tensor) -> Tensor:
+        cfg = self.config
+        if cfg.loss == "cross-entropy":
+            log_q = self._log_q(y, n, log_support) if cfg.logq > 0 else None
+            return losses.cross_entropy(R, log_q, cfg.logq)
+        if cfg.loss == "bpr-max":
+            return losses.bpr_max(R, cfg.bpreg, cfg.elu_param)
+        if cfg.loss == "top1-max":
+            return losses.top1_max(R, cfg.elu_param)
+        if cfg.loss == "bpr":
+            return losses.bpr(R, cfg.elu_param)
+        return losses.top1(R, cfg.elu_param)
+
+    # -- incremental scoring ---------------------------------------------------------------
+
+    def init_state(self, n: int) -> GRUState:
+        cfg = self.config
+        hidden = [torch.zeros(n, h, device=self.device) for h in cfg.layers]
+        return GRUState(hidden, torch.zeros(n, cfg.output_size, device=self.device))
+
+    @torch.no_grad()
+    def step(self, state: GRUState, items: np.ndarray) -> GRUState:
+        x = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
+        _, x_rows = self._input_rows(x)
+        vector, hidden = self._forward(x_rows, state.hidden, self.params_, None)
+        return GRUState(hidden, vector)
+
+    def select(self, state: GRUState, rows: np.ndarray) -> GRUState:
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
+        return GRUState([h[index] for h in state.hidden], state.output[index])
+
+    @torch.no_grad()
+    def scores(self, state: GRUState, start: int = 0, stop: int | None = None) -> np.ndarray:
+        Wy = self.params_["Wy"][start:stop]
+        By = self.params_["By"][start:stop]
+        return torch.addmm(By, state.output, Wy.T).cpu().numpy()  # (n, stop - start)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _save_weights(self, directory: Path) -> None:
+        state = {name: p.detach().cpu() for name, p in self.params_.items()}
+        state["item_support"] = torch.as_tensor(self.item_support_)
+        torch.save(state, directory / _WEIGHTS)
+
+    def _load_weights(self, directory: Path) -> None:
+        path = directory / _WEIGHTS
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise DataError(f"{path}: cannot load weights ({exc})") from None
+        self.item_support_ = state.pop("item_support").numpy()
+        expected = set(self._init_params(1, torch.Generator()).keys())
+        if set(state) != expected:
+            raise DataError(f"{path}: weights {sorted(state)} do not match the config")
+        self.params_ = {name: t.to(self.device) for name, t in state.items()}
+
+
+def preset_params(name: str) -> dict[str, object]:
+    """The parameters of a published preset (see :data:`PRESETS`)."""
+    try:
+        return dict(PRESETS[name])
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None

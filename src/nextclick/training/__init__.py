@@ -1,0 +1,1 @@
+"""Training primitives: ranking losses, output sampling, Adagrad with momentum, epoch loop."""

@@ -1,0 +1,210 @@
+"""GRU4Rec end to end on small data: learns a pattern, is reproducible, saves and loads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nextclick.config import build_config
+from nextclick.data import ItemIndex, SessionData
+from nextclick.errors import ConfigError
+from nextclick.models import load_model
+from nextclick.models.gru4rec import PRESETS, GRU4Rec, GRU4RecConfig, preset_params
+
+
+def pattern_sessions(n_sessions: int = 300, n_items: int = 12, seed: int = 0) -> SessionData:
+    """Sessions walking the cycle A->B->C->D (items 0..3) from a random start, mixed with
+    sessions over other items, so the next item after each of 0..3 is fully determined."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for s in range(n_sessions):
+        if s % 2 == 0:
+            start = rng.integers(4)
+            sessions.append([(start + t) % 4 for t in range(rng.integers(3, 8))])
+        else:
+            sessions.append(list(rng.integers(4, n_items, size=rng.integers(2, 6))))
+    items = np.concatenate(sessions).astype(np.int64)
+    lengths = np.array([len(s) for s in sessions])
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    times = np.repeat(np.arange(n_sessions, dtype=float), lengths)
+    return SessionData(items, offsets, times, np.arange(n_sessions), n_items)
+
+
+def _fit(**params) -> GRU4Rec:
+    base = dict(layers=(16,), batch_size=8, n_sample=4, n_epochs=5, learning_rate=0.1,
+                sample_store_size=1000)  # fmt: skip
+    config = build_config(GRU4RecConfig, base, params)
+    data = pattern_sessions()
+    return GRU4Rec(config).fit(data, ItemIndex(np.arange(data.n_items)))
+
+
+MODES = [
+    dict(loss="cross-entropy", logq=1.0),
+    dict(loss="bpr-max", bpreg=0.5, elu_param=0.5),
+    dict(loss="top1-max", elu_param=0.0),
+    dict(loss="bpr", elu_param=0.0),
+    dict(loss="top1", elu_param=0.0),
+    dict(constrained_embedding=False, embedding=8),
+    dict(constrained_embedding=False, embedding="layersize", dropout_p_embed=0.2),
+    dict(constrained_embedding=False, embedding=0),  # one-hot input
+    dict(layers=(16, 12), dropout_p_hidden=0.1),
+    dict(ff_layers=(10,)),
+    dict(n_sample=0),
+]
+
+
+@pytest.mark.parametrize("params", MODES, ids=[str(m) for m in MODES])
+def test_learns_the_cycle_in_every_mode(params):
+    model = _fit(**params)
+    for item in range(4):
+        top, _ = model.recommend([item], k=1)
+        assert top[0] == (item + 1) % 4, f"after {item}"
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    a, b, c = _fit(seed=3), _fit(seed=3), _fit(seed=4)
+    for name in a.params_:
+        assert torch.equal(a.params_[name], b.params_[name]), name
+    assert not torch.equal(a.params_["Wy"], c.params_["Wy"])
+    assert [e.loss for e in a.history_] == [e.loss for e in b.history_]
+
+
+def test_save_load_round_trip_scores_exactly(tmp_path):
+    model = _fit(layers=(16, 12), dropout_p_hidden=0.1)
+    model.save(tmp_path / "gru")
+    loaded = load_model(tmp_path / "gru")
+    assert isinstance(loaded, GRU4Rec) and loaded.config == model.config
+    prefixes = [[0], [1, 2], [5, 6, 7, 1]]
+    np.testing.assert_array_equal(model.score_prefixes(prefixes), loaded.score_prefixes(prefixes))
+
+
+def test_incremental_step_equals_replay():
+    model = _fit()
+    state = model.init_state(2)
+    for items in ([0, 5], [1, 6], [2, 7]):
+        state = model.step(state, np.array(items))
+    np.testing.assert_allclose(
+        model.scores(state), model.score_prefixes([[0, 1, 2], [5, 6, 7]]), rtol=1e-6
+    )
+
+
+def test_training_history_counts_every_pair():
+    model = _fit(n_epochs=2)
+    assert [e.epoch for e in model.history_] == [1, 2]
+    data = pattern_sessions()
+    assert all(e.events_per_second > 0 for e in model.history_)
+    assert model.history_[1].loss < model.history_[0].loss
+    assert data.n_events - data.n_sessions > 0
+
+
+def test_presets_are_the_published_settings():
+    rsc15 = build_config(GRU4RecConfig, preset_params("rsc15"))
+    assert (rsc15.loss, rsc15.layers, rsc15.batch_size, rsc15.learning_rate, rsc15.momentum,
+            rsc15.dropout_p_hidden, rsc15.sample_alpha, rsc15.logq) == \
+        ("cross-entropy", (100,), 32, 0.2, 0.2, 0.4, 0.5, 1.0)  # fmt: skip
+    rr = build_config(GRU4RecConfig, preset_params("retailrocket"))
+    assert (rr.loss, rr.layers, rr.bpreg, rr.elu_param, rr.dropout_p_embed) == (
+        "bpr-max", (224,), 1.95, 0.5, 0.5)  # fmt: skip
+    assert set(PRESETS) == {"rsc15", "yoochoose", "rees46", "coveo", "retailrocket", "diginetica"}
+    with pytest.raises(ConfigError, match="unknown preset 'rsc16'"):
+        preset_params("rsc16")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"dropout_p_hidden": "1.0"}, "dropout_p_hidden"),
+        ({"layers": "0"}, "layers"),
+        ({"loss": "hinge"}, "'hinge' is not one of"),
+        ({"embedding": "-3"}, "embedding"),
+        ({"batch_size": "0"}, "batch_size"),
+    ],
+)
+def test_bad_parameters(params, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(GRU4RecConfig, params)
+
+
+def test_cuda_request_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        GRU4Rec(device="cuda")
+    with pytest.raises(ConfigError, match="expected cpu, cuda, cuda:N or auto"):
+        GRU4Rec(device="tpu")
+    assert GRU4Rec(device="auto").device.type == "cpu"
+
+
+NETWORKS = [
+    dict(layers=(6,), dropout_p_embed=0.3, dropout_p_hidden=0.4),
+    dict(layers=(6, 5), dropout_p_hidden=0.2, ff_layers=(4, 5)),
+    dict(constrained_embedding=False, embedding=4, layers=(6, 3)),
+    dict(constrained_embedding=False, embedding=0, layers=(6, 4), dropout_p_embed=0.25),
+]
+
+
+@pytest.mark.parametrize("params", NETWORKS, ids=[str(n) for n in NETWORKS])
+def test_manual_backward_equals_autograd_in_float64(params):
+    config = build_config(GRU4RecConfig, params)
+    model = GRU4Rec(config)
+    model.params_ = {
+        name: t.double()
+        for name, t in model._init_params(9, torch.Generator().manual_seed(1)).items()
+    }
+    for name in model.params_:  # biases start at 0: make them non-trivial
+        model.params_[name] = model.params_[name] + 0.1 * torch.randn_like(model.params_[name])
+    rng = torch.Generator().manual_seed(5)
+    items = torch.tensor([0, 3, 3, 8])
+    _, x = model._input_rows(items)
+    hidden = [torch.randn(4, h, dtype=torch.float64, generator=rng) for h in config.layers]
+    leaves = {name: t.clone().requires_grad_(True) for name, t in model.params_.items()}
+    x = x.clone().requires_grad_(True)
+    tape: list = []
+    vector, _ = model._forward(x, hidden, leaves, torch.Generator().manual_seed(2), tape)
+    upstream = torch.randn(vector.shape, dtype=torch.float64, generator=rng)
+    dense = [n for n in leaves if n not in ("Wy", "By", "E", "Wx0")]
+    expected = torch.autograd.grad((vector * upstream).sum(), [x, *(leaves[n] for n in dense)])
+    grads: dict = {}
+    with torch.no_grad():
+        d_x = model._backward(upstream, tape, model.params_, grads)
+    torch.testing.assert_close(d_x, expected[0], rtol=1e-10, atol=1e-12)
+    assert set(grads) == set(dense)
+    for name, want in zip(dense, expected[1:], strict=True):
+        torch.testing.assert_close(grads[name], want, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_gru_layer_is_pytorchs_gru_cell():
+    model = GRU4Rec(build_config(GRU4RecConfig, {"layers": "5"}))
+    p = model._init_params(7, torch.Generator().manual_seed(0))
+    p = {k: v + 0.1 for k, v in p.items()}
+    x, h = torch.randn(3, 5), torch.randn(3, 5)
+    mine, _ = model._forward(x, [h], p, None)
+    torch.testing.assert_close(
+        mine,
+        torch.gru_cell(x, h, p["gru0.weight_ih"], p["gru0.weight_hh"], p["gru0.bias_ih"],
+                       p["gru0.bias_hh"]),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_compiled_losses_equal_autograd_of_the_formula(loss):
+    from nextclick.training import fused, losses
+
+    rng = np.random.default_rng(0)
+    R = rng.normal(size=(5, 12)) * 2
+    log_q = np.log(rng.integers(1, 50, size=12).astype(float))
+    t = torch.tensor(R, requires_grad=True)
+    if loss == "cross-entropy":
+        want = losses.cross_entropy(t, torch.tensor(log_q), 1.0)
+        got = fused.cross_entropy_grad(torch.tensor(R), torch.tensor(log_q), 1.0)
+        work = torch.tensor(R)
+        fused.cross_entropy_grad(work, torch.tensor(log_q), 1.0)
+    else:
+        want = losses.bpr_max(t, 1.5, 0.5)
+        work = R.copy()
+        got = fused.bpr_max_grad(work, 1.5, 0.5)
+        work = torch.tensor(work)
+    (grad,) = torch.autograd.grad(want, t)
+    assert got == pytest.approx(want.item(), rel=1e-12)
+    torch.testing.assert_close(work, grad, rtol=1e-9, atol=1e-12)

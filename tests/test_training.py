@@ -1,0 +1,206 @@
+"""GRU4Rec's training primitives: losses, optimizer, session-parallel batches, sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from nextclick.data.batching import n_pairs, session_parallel
+from nextclick.data.sessions import SessionData
+from nextclick.training import losses
+from nextclick.training.optim import AdagradM, sum_rows
+from nextclick.training.sampling import SampleStore
+
+# --- losses against direct NumPy formulas ---------------------------------------------------
+
+R_NP = np.array(
+    [
+        [2.0, -1.0, 0.5, 0.3, -0.2],
+        [0.1, 1.5, -0.7, 0.9, 0.05],  # no exact 0: ELU has a kink there
+        [-0.4, 0.2, 0.8, -1.1, 1.2],
+    ]
+)
+LOG_Q = np.log(np.array([3.0, 5.0, 2.0, 7.0, 1.0]))
+
+
+def _np_softmax_neg(R):
+    """Softmax of each row over its negatives, written out."""
+    n, m = R.shape
+    out = np.zeros_like(R)
+    for i in range(n):
+        neg = [j for j in range(m) if j != i]
+        e = np.exp(R[i, neg] - R[i, neg].max())
+        out[i, neg] = e / e.sum()
+    return out
+
+
+def _np_elu(R, a):
+    return np.where(R > 0, R, a * (np.exp(R) - 1)) if a > 0 else R
+
+
+def np_cross_entropy(R, log_q, logq):
+    total = 0.0
+    for i in range(R.shape[0]):
+        row = R[i] - logq * log_q
+        p = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        total += -np.log(p[i] + 1e-24)
+    return total
+
+
+def np_bpr_max(R, bpreg, elu):
+    R = _np_elu(R, elu)
+    s = _np_softmax_neg(R)
+    sig = 1 / (1 + np.exp(-(np.diag(R)[:, None] - R)))
+    return sum(
+        -np.log((sig[i] * s[i]).sum() + 1e-24) + bpreg * (R[i] ** 2 * s[i]).sum()
+        for i in range(R.shape[0])
+    )
+
+
+def np_top1_max(R, elu):
+    R = _np_elu(R, elu)
+    s = _np_softmax_neg(R)
+    sig = 1 / (1 + np.exp(-(R - np.diag(R)[:, None])))
+    return (((sig + 1 / (1 + np.exp(-(R**2)))) * s).sum(axis=1)).sum()
+
+
+def np_bpr(R, elu):
+    R = _np_elu(R, elu)
+    total = 0.0
+    for i in range(R.shape[0]):
+        neg = [j for j in range(R.shape[1]) if j != i]
+        total += np.mean(-np.log(1 / (1 + np.exp(-(R[i, i] - R[i, neg]))) + 1e-24))
+    return total
+
+
+def np_top1(R, elu):
+    R = _np_elu(R, elu)
+    total = 0.0
+    for i in range(R.shape[0]):
+        neg = [j for j in range(R.shape[1]) if j != i]
+        d = R[i, neg] - R[i, i]
+        total += np.mean(1 / (1 + np.exp(-d)) + 1 / (1 + np.exp(-(R[i, neg] ** 2))))
+    return total
+
+
+CASES = [
+    ("cross-entropy, logq=1", lambda R: losses.cross_entropy(R, torch.tensor(LOG_Q), 1.0),
+     lambda R: np_cross_entropy(R, LOG_Q, 1.0)),
+    ("cross-entropy, no logq", lambda R: losses.cross_entropy(R),
+     lambda R: np_cross_entropy(R, LOG_Q, 0.0)),
+    ("bpr-max, elu=0", lambda R: losses.bpr_max(R, 1.95, 0.0), lambda R: np_bpr_max(R, 1.95, 0.0)),
+    ("bpr-max, elu=0.5", lambda R: losses.bpr_max(R, 0.9, 0.5), lambda R: np_bpr_max(R, 0.9, 0.5)),
+    ("top1-max, elu=0", lambda R: losses.top1_max(R, 0.0), lambda R: np_top1_max(R, 0.0)),
+    ("top1-max, elu=1", lambda R: losses.top1_max(R, 1.0), lambda R: np_top1_max(R, 1.0)),
+    ("bpr", lambda R: losses.bpr(R, 0.0), lambda R: np_bpr(R, 0.0)),
+    ("bpr, elu=0.5", lambda R: losses.bpr(R, 0.5), lambda R: np_bpr(R, 0.5)),
+    ("top1", lambda R: losses.top1(R, 0.0), lambda R: np_top1(R, 0.0)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "torch_loss", "numpy_loss"), CASES, ids=[c[0] for c in CASES])
+def test_loss_matches_numpy_formula_and_gradient(name, torch_loss, numpy_loss):
+    R = torch.tensor(R_NP, dtype=torch.float64, requires_grad=True)
+    assert torch_loss(R).item() == pytest.approx(numpy_loss(R_NP), rel=1e-12)
+    assert torch.autograd.gradcheck(torch_loss, (R,), eps=1e-6, atol=1e-7)
+
+
+def test_elu_zero_means_linear_not_elu_with_alpha_zero():
+    # With elu_param=0 a negative score stays negative; ELU(alpha=0) would clip it to 0.
+    R = torch.tensor(R_NP)
+    assert losses.top1_max(R, 0.0).item() == pytest.approx(np_top1_max(R_NP, 0.0))
+    clipped = np.maximum(R_NP, 0)
+    assert losses.top1_max(R, 0.0).item() != pytest.approx(np_top1_max(clipped, 0.0))
+
+
+# --- optimizer --------------------------------------------------------------------------------
+
+
+def test_adagrad_momentum_dense_by_hand():
+    p = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    opt = AdagradM({"w": p}, learning_rate=0.1, momentum=0.5)
+    opt.dense({"w": torch.tensor([0.5, 2.0], dtype=torch.float64)})
+    # acc = g^2; v = -lr g / sqrt(acc + 1e-6); p += v
+    v1 = -0.1 * np.array([0.5, 2.0]) / np.sqrt(np.array([0.25, 4.0]) + 1e-6)
+    np.testing.assert_allclose(p.numpy(), np.array([1.0, -2.0]) + v1, rtol=1e-12)
+    opt.dense({"w": torch.tensor([1.0, -1.0], dtype=torch.float64)})
+    acc2 = np.array([1.25, 5.0])
+    v2 = 0.5 * v1 - 0.1 * np.array([1.0, -1.0]) / np.sqrt(acc2 + 1e-6)
+    np.testing.assert_allclose(p.numpy(), np.array([1.0, -2.0]) + v1 + v2, rtol=1e-12)
+
+
+def test_adagrad_rows_touch_only_used_rows_and_sum_duplicates():
+    W = torch.ones(4, 2, dtype=torch.float64)
+    opt = AdagradM({"W": W}, learning_rate=0.2, momentum=0.3)
+    index = torch.tensor([2, 0, 2])
+    grads = torch.tensor([[1.0, 0.0], [0.5, 0.5], [1.0, 2.0]], dtype=torch.float64)
+    unique, summed = sum_rows(index, grads)
+    assert unique.tolist() == [0, 2]
+    np.testing.assert_array_equal(summed.numpy(), [[0.5, 0.5], [2.0, 2.0]])
+    opt.rows("W", unique, summed)
+    step = -0.2 * summed.numpy() / np.sqrt(summed.numpy() ** 2 + 1e-6)
+    np.testing.assert_allclose(W[[0, 2]].numpy(), 1.0 + step, rtol=1e-12)
+    np.testing.assert_array_equal(W[[1, 3]].numpy(), 1.0)  # untouched rows do not move
+    np.testing.assert_array_equal(opt.acc["W"][[1, 3]].numpy(), 0.0)
+    # Row 1 used later: its momentum starts from 0, row 0's keeps decaying only when used.
+    opt.rows("W", torch.tensor([1]), torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    np.testing.assert_allclose(W[1].numpy(), 1.0 - 0.2 / np.sqrt(1 + 1e-6), rtol=1e-12)
+    np.testing.assert_allclose(W[0].numpy(), 1.0 + step[0], rtol=1e-12)
+
+
+# --- session-parallel mini-batches ------------------------------------------------------------
+
+
+def _sessions(lengths, start_times):
+    items = np.concatenate([[10 * s + t for t in range(n)] for s, n in enumerate(lengths)])
+    times = np.concatenate([[start_times[s] + t for t in range(n)] for s, n in enumerate(lengths)])
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    return SessionData(items, offsets, times.astype(float), np.arange(len(lengths)), 100)
+
+
+def test_session_parallel_sequence_on_five_sessions():
+    # Five sessions; session s holds items 10s, 10s+1, ...; session 4 starts first in time,
+    # session 3 (length 1) has no pair and is skipped.
+    data = _sessions([3, 2, 4, 1, 3], start_times=[10.0, 20.0, 30.0, 5.0, 0.0])
+    steps = [(s.inputs.tolist(), s.targets.tolist(), s.reset.tolist(),
+              None if s.keep is None else s.keep.tolist())
+             for s in session_parallel(data, batch_size=2)]  # fmt: skip
+    # Order by first event time: session 4 (t=0), 0 (t=10), 1 (20), 2 (30).
+    assert steps == [
+        ([40, 0], [41, 1], [True, True], None),
+        ([41, 1], [42, 2], [False, False], None),
+        ([10, 20], [11, 21], [True, True], None),  # both finished: sessions 1 and 2 start
+        ([21], [22], [False], [1]),  # session 1 ended, nothing left: the batch shrinks
+        ([22], [23], [False], None),
+    ]
+    assert sum(len(s[0]) for s in steps) == n_pairs(data) == 2 + 1 + 3 + 0 + 2
+
+
+def test_session_parallel_uses_every_event_with_large_batches():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 9, size=200)
+    data = _sessions(lengths, start_times=rng.permutation(200).astype(float) * 100)
+    seen = []
+    for step in session_parallel(data, batch_size=17):
+        seen.extend(zip(step.inputs.tolist(), step.targets.tolist(), strict=True))
+    expected = [(10 * s + t, 10 * s + t + 1) for s, n in enumerate(lengths) for t in range(n - 1)]
+    assert sorted(seen) == sorted(expected)
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_sample_store_follows_support_power_alpha(alpha):
+    support = np.array([1, 2, 3, 5, 8, 13, 40, 100])
+    store = SampleStore(support, alpha, 512, 512 * 50, torch.Generator().manual_seed(7))
+    draws = torch.cat([store.next() for _ in range(200)]).numpy()  # refills 4 times
+    counts = np.bincount(draws, minlength=len(support))
+    expected = support**alpha / (support**alpha).sum() * len(draws)
+    _, p_value = stats.chisquare(counts, expected)
+    assert p_value > 1e-3
+    # A wrong exponent is detected by the same test.
+    wrong = support ** (alpha + 0.5) / (support ** (alpha + 0.5)).sum() * len(draws)
+    assert stats.chisquare(counts, wrong)[1] < 1e-6
