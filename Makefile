@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nextclick compare --models pop,spop,itemknn,bprmf,sknn,vsknn \
+	$(BIN)/nextclick compare --models pop,spop,itemknn,bprmf,sknn,vsknn,gru4rec:rsc15,gru4rec:retailrocket \
 		--train $(DATA)/yoochoose-clicks-100k_train_full.txt.gz \
 		--test $(DATA)/yoochoose-clicks-100k_test.txt.gz \
 		--cutoffs 1 5 10 20 --ties conservative

@@ -1,12 +1,15 @@
 """Evaluation speed of the baselines on the yoochoose1_64 (SR-GNN) benchmark; prints JSON.
 
-    python bench/eval_speed.py [--data DIR] [--models itemknn,vsknn]
+    python bench/eval_speed.py [--data DIR] [--models itemknn,vsknn,gru4rec:rsc15]
+        [--gru-epochs 1]
 
 DIR holds train_sessions.tsv.gz and test_sessions.tsv.gz (default: the copy in
 ../shared/data/yoochoose1_64-srgnn beside the repository). Each model is trained on the
 train part and evaluated on every next click of the test sessions over the full catalogue
 (conservative ties). Numba kernels are compiled (or loaded from cache) by a warm-up
 evaluation on a few sessions first, so the figure is the steady-state evaluation time.
+``gru4rec:PRESET`` trains GRU4Rec with a published setting for ``--gru-epochs`` epochs
+(evaluation time does not depend on how long the model was trained).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.evaluation import evaluate
 from nextclick.models import create_model
+from nextclick.models.gru4rec import preset_params
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "yoochoose1_64-srgnn"
 
@@ -31,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT)
     parser.add_argument("--models", default="itemknn,vsknn")
+    parser.add_argument("--gru-epochs", type=int, default=1)
     args = parser.parse_args()
     train = read_events(args.data / "train_sessions.tsv.gz")
     test = read_events(args.data / "test_sessions.tsv.gz")
@@ -39,15 +44,17 @@ def main() -> None:
     encoded = encode_sessions(test, index)
     warmup = encode_sessions(test[test["SessionId"].isin(test["SessionId"].unique()[:50])], index)
     results = []
-    for name in args.models.split(","):
+    for label in args.models.split(","):
+        name, _, preset = label.partition(":")
+        params = [preset_params(preset), {"n_epochs": args.gru_epochs}] if preset else []
         started = time.perf_counter()
-        model = create_model(name).fit(sessions, index)
+        model = create_model(name, *params).fit(sessions, index)
         train_seconds = time.perf_counter() - started
         evaluate(model, warmup)
         result = evaluate(model, encoded)
         results.append(
             {
-                "model": name,
+                "model": label,
                 "n_targets": result.n_targets,
                 "n_dropped_unknown": result.n_dropped_unknown,
                 "n_items": len(index),

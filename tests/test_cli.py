@@ -146,3 +146,41 @@ def test_prepare_unknown_recipe_and_bad_raw_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:2: column 'Timestamp'" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_gru4rec_preset_param_override_and_training_record(tmp_path, capsys):
+    out = tmp_path / "gru"
+    record = _json(capsys, ["train", "--model", "gru4rec", "--preset", "rsc15", "--param",
+                            "n_epochs=2", "--param", "layers=24", "--train", TRAIN, "--out",
+                            str(out), "--json"])  # fmt: skip
+    config = json.loads((out / "model.json").read_text())["config"]
+    assert (config["n_epochs"], config["layers"], config["batch_size"], config["loss"]) == (
+        2, [24], 32, "cross-entropy")  # fmt: skip
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert record["epochs"][1]["loss"] < record["epochs"][0]["loss"]
+    assert record["train_events_per_second"] > 0
+    evaluated = _json(capsys, ["evaluate", "--model-dir", str(out), "--test", TEST, "--json"])
+    assert evaluated["model"] == "gru4rec" and evaluated["n_targets"] == 10152
+
+
+@pytest.mark.slow  # ten epochs of the published setting
+def test_compare_labels_presets(capsys):
+    record = _json(capsys, ["compare", "--models", "pop,gru4rec:rsc15", "--train", TRAIN,
+                            "--test", TEST, "--json"])  # fmt: skip
+    assert [r["model"] for r in record["results"]] == ["pop", "gru4rec:rsc15"]
+    assert len(record["results"][1]["epochs"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "rsc15", "--model", "itemknn"], "presets are GRU4Rec settings"),
+        (["--preset", "rsc16", "--model", "gru4rec"], "unknown preset 'rsc16'"),
+        (["--model", "gru4rec", "--device", "tpu"], "expected cpu, cuda, cuda:N or auto"),
+        (["--model", "gru4rec", "--param", "loss=hinge"], "'hinge' is not one of"),
+    ],
+)
+def test_gru4rec_option_mistakes(capsys, argv, message):
+    assert main(["run", "--train", TRAIN, "--test", TEST, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

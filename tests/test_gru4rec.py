@@ -208,3 +208,11 @@ def test_compiled_losses_equal_autograd_of_the_formula(loss):
     (grad,) = torch.autograd.grad(want, t)
     assert got == pytest.approx(want.item(), rel=1e-12)
     torch.testing.assert_close(work, grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max", "top1-max"])
+def test_no_extra_samples_and_a_single_row_stay_finite(loss):
+    # With n_sample=0 the last session's tail runs in a batch of one, with no negatives.
+    model = _fit(n_sample=0, loss=loss, batch_size=3, n_epochs=2)
+    assert all(np.isfinite(e.loss) for e in model.history_)
+    assert all(torch.isfinite(p).all() for p in model.params_.values())

@@ -121,11 +121,11 @@ def test_elu_zero_means_linear_not_elu_with_alpha_zero():
 def test_adagrad_momentum_dense_by_hand():
     p = torch.tensor([1.0, -2.0], dtype=torch.float64)
     opt = AdagradM({"w": p}, learning_rate=0.1, momentum=0.5)
-    opt.dense({"w": torch.tensor([0.5, 2.0], dtype=torch.float64)})
+    opt.dense("w", torch.tensor([0.5, 2.0], dtype=torch.float64))
     # acc = g^2; v = -lr g / sqrt(acc + 1e-6); p += v
     v1 = -0.1 * np.array([0.5, 2.0]) / np.sqrt(np.array([0.25, 4.0]) + 1e-6)
     np.testing.assert_allclose(p.numpy(), np.array([1.0, -2.0]) + v1, rtol=1e-12)
-    opt.dense({"w": torch.tensor([1.0, -1.0], dtype=torch.float64)})
+    opt.dense("w", torch.tensor([1.0, -1.0], dtype=torch.float64))
     acc2 = np.array([1.25, 5.0])
     v2 = 0.5 * v1 - 0.1 * np.array([1.0, -1.0]) / np.sqrt(acc2 + 1e-6)
     np.testing.assert_allclose(p.numpy(), np.array([1.0, -2.0]) + v1 + v2, rtol=1e-12)
@@ -139,15 +139,41 @@ def test_adagrad_rows_touch_only_used_rows_and_sum_duplicates():
     unique, summed = sum_rows(index, grads)
     assert unique.tolist() == [0, 2]
     np.testing.assert_array_equal(summed.numpy(), [[0.5, 0.5], [2.0, 2.0]])
-    opt.rows("W", unique, summed)
+    # Split over two parts, as the shared embedding's input and output rows are.
+    opt.rows("W", (index[:1], grads[:1]), (index[1:], grads[1:]))
     step = -0.2 * summed.numpy() / np.sqrt(summed.numpy() ** 2 + 1e-6)
     np.testing.assert_allclose(W[[0, 2]].numpy(), 1.0 + step, rtol=1e-12)
     np.testing.assert_array_equal(W[[1, 3]].numpy(), 1.0)  # untouched rows do not move
     np.testing.assert_array_equal(opt.acc["W"][[1, 3]].numpy(), 0.0)
     # Row 1 used later: its momentum starts from 0, row 0's keeps decaying only when used.
-    opt.rows("W", torch.tensor([1]), torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    opt.rows("W", (torch.tensor([1]), torch.tensor([[1.0, 1.0]], dtype=torch.float64)))
     np.testing.assert_allclose(W[1].numpy(), 1.0 - 0.2 / np.sqrt(1 + 1e-6), rtol=1e-12)
     np.testing.assert_allclose(W[0].numpy(), 1.0 + step[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_compiled_updates_equal_the_torch_path(momentum):
+    # The compiled CPU kernels and the torch operations used on GPUs do the same arithmetic.
+    rng = torch.Generator().manual_seed(0)
+    start = torch.randn(50, 3, dtype=torch.float64, generator=rng)
+    a, b = start.clone(), start.clone()
+    opt_a = AdagradM({"W": a}, learning_rate=0.1, momentum=momentum)
+    opt_b = AdagradM({"W": b}, learning_rate=0.1, momentum=momentum)
+    for _ in range(5):
+        index = torch.randint(0, 50, (40,), generator=rng)
+        grad = torch.randn(40, 3, dtype=torch.float64, generator=rng)
+        opt_a.rows("W", (index[:10], grad[:10]), (index[10:], grad[10:]))
+        opt_b._rows_torch("W", index, grad)
+        dense = torch.randn(50, 3, dtype=torch.float64, generator=rng)
+        opt_a.dense("W", dense)
+        opt_b.params["W"] = b  # the torch path of `dense` runs on non-CPU tensors only
+        acc = opt_b.acc["W"].addcmul_(dense, dense)
+        step = dense / (acc + 1e-6).sqrt()
+        if momentum:
+            b.add_(opt_b.mom["W"].mul_(momentum).sub_(step, alpha=0.1))
+        else:
+            b.sub_(step, alpha=0.1)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 # --- session-parallel mini-batches ------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -40,6 +40,8 @@ from nextclick.training.sampling import SampleStore
 
 Loss = Literal["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"]
 _WEIGHTS = "weights.pt"
+#: Parameters with one row per item.
+_ITEM_ROWS = frozenset({"Wy", "By", "E", "Wx0"})
 
 
 @dataclass(frozen=True)
@@ -358,30 +360,60 @@ class GRU4Rec(Recommender):
                 grad = d_vx
         return grad
 
-    def _input_rows(self, items: Tensor) -> tuple[str, Tensor]:
-        mode = self._mode()
-        name = {"shared": "Wy", "separate": "E", "onehot": "Wx0"}[mode]
-        return name, self.params_[name].index_select(0, items)
+    def _input_rows(
+        self, items: Tensor, params: dict[str, Tensor] | None = None
+    ) -> tuple[str, Tensor]:
+        name = {"shared": "Wy", "separate": "E", "onehot": "Wx0"}[self._mode()]
+        return name, (params or self.params_)[name].index_select(0, items)
 
     # -- training ------------------------------------------------------------------------
 
     def _fit(self, train: SessionData, *, progress: bool) -> None:
         cfg = self.config
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        self.params_ = self._init_params(train.n_items, generator)
         device_generator = (
             generator if self.device.type == "cpu"
             else torch.Generator(device=self.device).manual_seed(cfg.seed)
         )  # fmt: skip
-        support = torch.as_tensor(self.item_support_, dtype=torch.float64, device=self.device)
-        log_support = torch.log(support).float()
+        # Training runs on items renumbered by popularity (most clicked first): the rows a
+        # step reads and updates then crowd together in memory, which keeps them in cache.
+        # The model's own item order is restored whenever parameters are handed out.
+        order = np.argsort(-self.item_support_, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        order_t = torch.as_tensor(order, device=self.device)
+        rank_t = torch.as_tensor(rank, device=self.device)
+        params = {
+            name: p.index_select(0, order_t) if name in _ITEM_ROWS else p
+            for name, p in self._init_params(train.n_items, generator).items()
+        }
+        # Dense parameters live in one flat tensor, so one optimizer pass updates them all.
+        dense_names = [name for name in params if name not in _ITEM_ROWS]
+        flat = torch.cat([params[name].reshape(-1) for name in dense_names])
+        offset = 0
+        for name in dense_names:
+            size = params[name].numel()
+            params[name] = flat[offset : offset + size].view(params[name].shape)
+            offset += size
+        sessions = replace(train, items=rank[train.items])
+        support = self.item_support_[order]
+        log_support = torch.log(torch.as_tensor(support, dtype=torch.float32, device=self.device))
         store = (
-            SampleStore(self.item_support_, cfg.sample_alpha, cfg.n_sample,
-                        cfg.sample_store_size, device_generator)
+            SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size,
+                        device_generator)
             if cfg.n_sample > 0 else None
         )  # fmt: skip
-        optimizer = AdagradM(self.params_, cfg.learning_rate, cfg.momentum)
+        optimizer = AdagradM(
+            {"dense": flat, **{name: params[name] for name in _ITEM_ROWS if name in params}},
+            cfg.learning_rate, cfg.momentum,
+        )  # fmt: skip
         hidden: list[Tensor] = []
+
+        def publish() -> None:
+            self.params_ = {
+                name: p.index_select(0, rank_t) if name in _ITEM_ROWS else p.clone()
+                for name, p in params.items()
+            }
 
         def step(batch: Step) -> Tensor:
             nonlocal hidden
@@ -394,24 +426,36 @@ class GRU4Rec(Recommender):
             elif batch.reset.any():
                 alive = torch.as_tensor(~batch.reset, dtype=torch.float32, device=self.device)
                 hidden = [h * alive[:, None] for h in hidden]
+            if store is None and len(batch.inputs) < 2:
+                # One row without extra samples has no negatives to rank against; only the
+                # last session's tail is left (the reference ends the epoch here).
+                return torch.zeros(())
             x = torch.as_tensor(batch.inputs, device=self.device)
             y = torch.as_tensor(batch.targets, device=self.device)
             if store is not None:
                 y = torch.cat((y, store.next()))
-            loss, hidden = self._train_step(x, y, hidden, optimizer, log_support,
-                                            device_generator)  # fmt: skip
+            loss, hidden = self._train_step(x, y, hidden, params, dense_names, optimizer,
+                                            log_support, device_generator)  # fmt: skip
             return loss
 
+        def on_epoch(stats: EpochStats) -> None:
+            if self.on_epoch is not None:
+                publish()
+                self.on_epoch(stats)
+
         self.history_ = train_epochs(
-            train, cfg.batch_size, cfg.n_epochs, step, name="gru4rec", progress=progress,
-            on_epoch=self.on_epoch,
+            sessions, cfg.batch_size, cfg.n_epochs, step, name="gru4rec", progress=progress,
+            on_epoch=on_epoch,
         )  # fmt: skip
+        publish()
 
     def _train_step(
         self,
         x: Tensor,
         y: Tensor,
         hidden: list[Tensor],
+        p: dict[str, Tensor],
+        dense_names: list[str],
         optimizer: AdagradM,
         log_support: Tensor,
         generator: torch.Generator,
@@ -422,9 +466,8 @@ class GRU4Rec(Recommender):
         scored and updated: the step never touches (or scores) the whole catalogue.
         """
         cfg = self.config
-        p = self.params_
         n = len(x)
-        in_name, x_rows = self._input_rows(x)
+        in_name, x_rows = self._input_rows(x, p)
         out_rows = p["Wy"].index_select(0, y)  # (n_out, d)
         bias = p["By"].index_select(0, y)  # (n_out,)
         tape: list = []
@@ -434,15 +477,15 @@ class GRU4Rec(Recommender):
         d_R.mul_(1.0 / cfg.batch_size)
         grads: dict[str, Tensor] = {}
         d_x = self._backward(d_R @ out_rows, tape, p, grads)
-        optimizer.dense(grads)
+        optimizer.dense("dense", torch.cat([grads[name].reshape(-1) for name in dense_names]))
         d_out = d_R.T @ vector  # (n_out, d)
         if in_name == "Wy":
             # Shared embedding: one update of Wy with the input and output gradients summed.
-            optimizer.rows("Wy", torch.cat((x, y)), torch.cat((d_x, d_out)))
+            optimizer.rows("Wy", (x, d_x), (y, d_out))
         else:
-            optimizer.rows("Wy", y, d_out)
-            optimizer.rows(in_name, x, d_x)
-        optimizer.rows("By", y, d_R.sum(0))
+            optimizer.rows("Wy", (y, d_out))
+            optimizer.rows(in_name, (x, d_x))
+        optimizer.rows("By", (y, d_R.sum(0)))
         return loss / cfg.batch_size, [h.detach() for h in hidden]
 
     def _loss_and_grad(

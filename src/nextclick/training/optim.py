@@ -5,8 +5,8 @@ Accumulators and momenta start at 0; there is no learning-rate decay and no clip
 of a row-sparse parameter (and their accumulator and momentum rows) change only when the
 step used them; a row used several times in a step gets the sum of its gradients.
 
-On the CPU the row update is one compiled pass (sum duplicates, update accumulator,
-momentum and weights); elsewhere it is the same arithmetic in torch operations.
+On the CPU each update is one compiled pass over NumPy views of the tensors; on other
+devices it is the same arithmetic in torch operations.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class AdagradM:
     Parameters
     ----------
     params
-        Name -> tensor, updated in place.
+        Name -> contiguous tensor, updated in place.
     learning_rate, momentum, eps
         As in the update rule above.
     """
@@ -41,62 +41,66 @@ class AdagradM:
         self.eps = eps
         self.acc = {name: torch.zeros_like(p) for name, p in params.items()}
         self.mom = {name: torch.zeros_like(p) for name, p in params.items()} if momentum else {}
-        # Row -> slot map used by the compiled row update to sum duplicates (kept at -1).
-        self._slots = {
-            name: np.full(len(p), -1, dtype=np.int64)
-            for name, p in params.items()
-            if p.device.type == "cpu"
-        }
+        self._slots: dict[str, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
 
-    @torch.no_grad()
-    def dense(self, grads: dict[str, Tensor]) -> None:
-        """Update every entry of each named parameter with its gradient (one fused pass)."""
-        names = list(grads)
-        g = [grads[name] for name in names]
-        acc = [self.acc[name] for name in names]
-        params = [self.params[name] for name in names]
-        torch._foreach_addcmul_(acc, g, g)
-        denom = torch._foreach_add(acc, self.eps)
-        torch._foreach_sqrt_(denom)
-        if self.momentum > 0:
-            mom = [self.mom[name] for name in names]
-            torch._foreach_mul_(mom, self.momentum)
-            torch._foreach_addcdiv_(mom, g, denom, value=-self.learning_rate)
-            torch._foreach_add_(params, mom)
-        else:
-            torch._foreach_addcdiv_(params, g, denom, value=-self.learning_rate)
-
-    def _buffer(self, name: str, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
-        """A reused (rows, dim) scratch buffer for summing gradients of parameter ``name``."""
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.shape[0] < rows:
-            buffer = self._buffers[name] = np.empty((max(rows, 4096), dim), dtype=dtype)
-        return buffer
+    def _views(self, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        """NumPy views of (weights, accumulator, momentum) and the scalars in their type."""
+        param = self.params[name]
+        tensors = (param, self.acc[name], self.mom[name] if self.momentum else param)
+        arrays = tuple(t.view(shape).numpy() for t in tensors)
+        # Scalars of the weights' type keep the compiled arithmetic in float32.
+        kind = arrays[0].dtype.type
+        return (*arrays, kind(self.learning_rate), kind(self.momentum), kind(self.eps))
 
     @torch.no_grad()
-    def rows(self, name: str, index: Tensor, grad: Tensor) -> None:
-        """Update the rows ``index`` (duplicates allowed) of ``name`` with gradients ``grad``.
-
-        ``grad[i]`` is the gradient of row ``index[i]``.
-        """
+    def dense(self, name: str, grad: Tensor) -> None:
+        """Update every entry of parameter ``name`` with gradient ``grad`` (same shape)."""
         param = self.params[name]
         if param.device.type == "cpu":
-            matrix = param.view(len(param), -1).numpy()
-            _rows_update(
-                matrix,
-                self.acc[name].view(len(param), -1).numpy(),
-                self.mom[name].view(len(param), -1).numpy() if self.momentum else matrix[:0],
-                index.numpy(),
-                grad.reshape(len(index), -1).numpy(),
-                # Scalars of the weights' type keep the arithmetic in float32 (vectorised).
-                matrix.dtype.type(self.learning_rate),
-                matrix.dtype.type(self.momentum),
-                matrix.dtype.type(self.eps),
-                self._slots[name],
-                self._buffer(name, len(index), matrix.shape[1], matrix.dtype),
+            _dense_update(*self._views(name, (-1,)), grad.reshape(-1).numpy())
+            return
+        acc = self.acc[name].addcmul_(grad, grad)
+        denom = (acc + self.eps).sqrt_()
+        if self.momentum > 0:
+            mom = (
+                self.mom[name].mul_(self.momentum).addcdiv_(grad, denom, value=-self.learning_rate)
+            )
+            param.add_(mom)
+        else:
+            param.addcdiv_(grad, denom, value=-self.learning_rate)
+
+    @torch.no_grad()
+    def rows(self, name: str, *parts: tuple[Tensor, Tensor]) -> None:
+        """Update rows of parameter ``name``; each part is (row indices, their gradients).
+
+        ``grad[i]`` is the gradient of row ``index[i]``; duplicates, within and across
+        parts, are summed before the (non-linear) update. One or two parts.
+        """
+        param = self.params[name]
+        if param.device.type != "cpu":
+            self._rows_torch(
+                name, torch.cat([i for i, _ in parts]), torch.cat([g for _, g in parts])
             )
             return
+        n_rows = len(param)
+        dim = param.numel() // max(n_rows, 1)
+        if name not in self._slots:
+            self._slots[name] = np.full(n_rows, -1, dtype=np.int64)
+        (index_a, grad_a), (index_b, grad_b) = (*parts, (parts[0][0][:0], parts[0][1][:0]))[:2]
+        n = len(index_a) + len(index_b)
+        buffer = self._buffers.get(name)
+        if buffer is None or len(buffer) < n:
+            buffer = self._buffers[name] = np.empty((max(n, 4096), dim), param.numpy().dtype)
+        _rows_update(
+            *self._views(name, (n_rows, dim)),
+            index_a.numpy(), grad_a.reshape(len(index_a), dim).numpy(),
+            index_b.numpy(), grad_b.reshape(len(index_b), dim).numpy(),
+            self._slots[name], buffer,
+        )  # fmt: skip
+
+    def _rows_torch(self, name: str, index: Tensor, grad: Tensor) -> None:
+        param = self.params[name]
         unique, summed = sum_rows(index, grad)
         acc = self.acc[name].index_select(0, unique).addcmul_(summed, summed)
         self.acc[name].index_copy_(0, unique, acc)
@@ -119,15 +123,28 @@ def sum_rows(index: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rows_update(weights, acc, mom, index, grad, lr, momentum, eps, slots, summed):
-    """Sum the gradients of duplicate rows, then apply Adagrad with momentum to each row.
+def _dense_update(weights, acc, mom, lr, momentum, eps, grad):
+    if momentum > 0:
+        for i in range(len(grad)):
+            g = grad[i]
+            a = acc[i] + g * g
+            acc[i] = a
+            v = momentum * mom[i] - lr * g / np.sqrt(a + eps)
+            mom[i] = v
+            weights[i] += v
+    else:
+        for i in range(len(grad)):
+            g = grad[i]
+            a = acc[i] + g * g
+            acc[i] = a
+            weights[i] -= lr * g / np.sqrt(a + eps)
 
-    ``slots`` maps a row to its place in ``summed`` (a reused buffer) and is reset to -1.
-    """
-    n, dim = grad.shape
-    unique = np.empty(n, dtype=np.int64)
-    k = 0
-    for i in range(n):
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gather_rows(index, grad, slots, summed, unique, k):
+    """Add each gradient row into its row's slot of ``summed``; returns the slots in use."""
+    dim = grad.shape[1]
+    for i in range(len(index)):
         row = index[i]
         slot = slots[row]
         if slot < 0:
@@ -139,20 +156,40 @@ def _rows_update(weights, acc, mom, index, grad, lr, momentum, eps, slots, summe
         else:
             for j in range(dim):
                 summed[slot, j] += grad[i, j]
-    for s in range(k):
-        row = unique[s]
-        slots[row] = -1
-        g = summed[s]
-        a_row = acc[row]
-        w_row = weights[row]
-        for j in range(dim):
-            a_row[j] += g[j] * g[j]
-            g[j] = g[j] / np.sqrt(a_row[j] + eps)  # the Adagrad step, before the rate
-        if momentum > 0:
-            m_row = mom[row]
+    return k
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rows_update(
+    weights, acc, mom, lr, momentum, eps, index_a, grad_a, index_b, grad_b, slots, summed
+):
+    """Sum the gradients of duplicate rows, then apply Adagrad with momentum to each row.
+
+    ``slots`` maps a row to its place in ``summed`` (a reused buffer) and is left at -1.
+    """
+    dim = weights.shape[1]
+    unique = np.empty(len(index_a) + len(index_b), dtype=np.int64)
+    k = _gather_rows(index_a, grad_a, slots, summed, unique, 0)
+    k = _gather_rows(index_b, grad_b, slots, summed, unique, k)
+    # Two copies of the update loop so that neither carries a branch; 2-D indexing rather
+    # than row views, which would cost reference counting per row.
+    if momentum > 0:
+        for s in range(k):
+            row = unique[s]
+            slots[row] = -1
             for j in range(dim):
-                m_row[j] = momentum * m_row[j] - lr * g[j]
-                w_row[j] += m_row[j]
-        else:
+                g = summed[s, j]
+                a = acc[row, j] + g * g
+                acc[row, j] = a
+                v = momentum * mom[row, j] - lr * g / np.sqrt(a + eps)
+                mom[row, j] = v
+                weights[row, j] += v
+    else:
+        for s in range(k):
+            row = unique[s]
+            slots[row] = -1
             for j in range(dim):
-                w_row[j] -= lr * g[j]
+                g = summed[s, j]
+                a = acc[row, j] + g * g
+                acc[row, j] = a
+                weights[row, j] -= lr * g / np.sqrt(a + eps)
