@@ -230,3 +230,29 @@ def test_sample_store_follows_support_power_alpha(alpha):
     # A wrong exponent is detected by the same test.
     wrong = support ** (alpha + 0.5) / (support ** (alpha + 0.5)).sum() * len(draws)
     assert stats.chisquare(counts, wrong)[1] < 1e-6
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_row_update_with_output_bias_equals_separate_updates(momentum):
+    # The shared-embedding step updates Wy rows of inputs and outputs and, for the output
+    # rows only, the bias By, in one compiled pass: it must equal the separate updates.
+    rng = torch.Generator().manual_seed(1)
+    W = torch.randn(30, 4, dtype=torch.float64, generator=rng)
+    b = torch.randn(30, dtype=torch.float64, generator=rng)
+    W2, b2 = W.clone(), b.clone()
+    fused = AdagradM({"W": W, "b": b}, learning_rate=0.3, momentum=momentum)
+    plain = AdagradM({"W": W2, "b": b2}, learning_rate=0.3, momentum=momentum)
+    for _ in range(4):
+        x = torch.randint(0, 30, (5,), generator=rng)
+        y = torch.randint(0, 30, (12,), generator=rng)
+        gx = torch.randn(5, 4, dtype=torch.float64, generator=rng)
+        gy = torch.randn(12, 4, dtype=torch.float64, generator=rng)
+        gb = torch.randn(12, dtype=torch.float64, generator=rng)
+        fused.rows("W", (x, gx), (y, gy), bias=("b", gb))
+        plain._rows_torch("W", torch.cat((x, y)), torch.cat((gx, gy)))
+        plain._rows_torch("b", y, gb)
+    torch.testing.assert_close(W, W2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b, b2, rtol=1e-12, atol=1e-12)
+    # Rows used only as inputs never move their bias.
+    untouched = sorted(set(range(30)) - set(y.tolist()))
+    assert len(untouched) > 0

@@ -479,13 +479,13 @@ class GRU4Rec(Recommender):
         d_x = self._backward(d_R @ out_rows, tape, p, grads)
         optimizer.dense("dense", torch.cat([grads[name].reshape(-1) for name in dense_names]))
         d_out = d_R.T @ vector  # (n_out, d)
+        bias = ("By", d_R.sum(0))
         if in_name == "Wy":
             # Shared embedding: one update of Wy with the input and output gradients summed.
-            optimizer.rows("Wy", (x, d_x), (y, d_out))
+            optimizer.rows("Wy", (x, d_x), (y, d_out), bias=bias)
         else:
-            optimizer.rows("Wy", (y, d_out))
+            optimizer.rows("Wy", (y, d_out), bias=bias)
             optimizer.rows(in_name, (x, d_x))
-        optimizer.rows("By", (y, d_R.sum(0)))
         return loss / cfg.batch_size, [h.detach() for h in hidden]
 
     def _loss_and_grad(

@@ -71,17 +71,25 @@ class AdagradM:
             param.addcdiv_(grad, denom, value=-self.learning_rate)
 
     @torch.no_grad()
-    def rows(self, name: str, *parts: tuple[Tensor, Tensor]) -> None:
+    def rows(
+        self,
+        name: str,
+        *parts: tuple[Tensor, Tensor],
+        bias: tuple[str, Tensor] | None = None,
+    ) -> None:
         """Update rows of parameter ``name``; each part is (row indices, their gradients).
 
         ``grad[i]`` is the gradient of row ``index[i]``; duplicates, within and across
-        parts, are summed before the (non-linear) update. One or two parts.
+        parts, are summed before the (non-linear) update. One or two parts. ``bias`` =
+        (name of a vector, gradients of the last part's rows) also updates that vector's
+        entries of the last part's rows, in the same pass (an output layer's bias).
         """
         param = self.params[name]
         if param.device.type != "cpu":
-            self._rows_torch(
-                name, torch.cat([i for i, _ in parts]), torch.cat([g for _, g in parts])
-            )
+            index = torch.cat([i for i, _ in parts])
+            self._rows_torch(name, index, torch.cat([g for _, g in parts]))
+            if bias is not None:
+                self._rows_torch(bias[0], parts[-1][0], bias[1])
             return
         n_rows = len(param)
         dim = param.numel() // max(n_rows, 1)
@@ -92,11 +100,15 @@ class AdagradM:
         buffer = self._buffers.get(name)
         if buffer is None or len(buffer) < n:
             buffer = self._buffers[name] = np.empty((max(n, 4096), dim), param.numpy().dtype)
+        if bias is None:
+            bias_arrays = (buffer[:0, 0],) * 4
+        else:
+            bias_arrays = (*self._views(bias[0], (-1,))[:3], bias[1].numpy())
         _rows_update(
             *self._views(name, (n_rows, dim)),
             index_a.numpy(), grad_a.reshape(len(index_a), dim).numpy(),
             index_b.numpy(), grad_b.reshape(len(index_b), dim).numpy(),
-            self._slots[name], buffer,
+            self._slots[name], buffer, *bias_arrays,
         )  # fmt: skip
 
     def _rows_torch(self, name: str, index: Tensor, grad: Tensor) -> None:
@@ -161,11 +173,13 @@ def _gather_rows(index, grad, slots, summed, unique, k):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _rows_update(
-    weights, acc, mom, lr, momentum, eps, index_a, grad_a, index_b, grad_b, slots, summed
-):
+    weights, acc, mom, lr, momentum, eps, index_a, grad_a, index_b, grad_b, slots, summed,
+    bias, bias_acc, bias_mom, bias_grad,
+):  # fmt: skip
     """Sum the gradients of duplicate rows, then apply Adagrad with momentum to each row.
 
     ``slots`` maps a row to its place in ``summed`` (a reused buffer) and is left at -1.
+    When ``bias_grad`` is not empty, the rows of part b also update their ``bias`` entry.
     """
     dim = weights.shape[1]
     unique = np.empty(len(index_a) + len(index_b), dtype=np.int64)
@@ -176,7 +190,6 @@ def _rows_update(
     if momentum > 0:
         for s in range(k):
             row = unique[s]
-            slots[row] = -1
             for j in range(dim):
                 g = summed[s, j]
                 a = acc[row, j] + g * g
@@ -187,9 +200,30 @@ def _rows_update(
     else:
         for s in range(k):
             row = unique[s]
-            slots[row] = -1
             for j in range(dim):
                 g = summed[s, j]
                 a = acc[row, j] + g * g
                 acc[row, j] = a
                 weights[row, j] -= lr * g / np.sqrt(a + eps)
+    if len(bias_grad):
+        # Only part b's rows have a bias gradient; the slots still map rows to sums.
+        bias_sum = np.zeros(k, dtype=summed.dtype)
+        touched = np.zeros(k, dtype=np.bool_)
+        for i in range(len(index_b)):
+            s = slots[index_b[i]]
+            bias_sum[s] += bias_grad[i]
+            touched[s] = True
+        for s in range(k):
+            if touched[s]:
+                row = unique[s]
+                g = bias_sum[s]
+                a = bias_acc[row] + g * g
+                bias_acc[row] = a
+                if momentum > 0:
+                    v = momentum * bias_mom[row] - lr * g / np.sqrt(a + eps)
+                    bias_mom[row] = v
+                    bias[row] += v
+                else:
+                    bias[row] -= lr * g / np.sqrt(a + eps)
+    for s in range(k):
+        slots[unique[s]] = -1
