@@ -205,6 +205,22 @@ class Recommender(ABC):
         return model
 
 
+class ItemHistory:
+    """Mixin for models whose state is the (n, t) matrix of the sessions' items so far.
+
+    All rows of a state advance together, so the clicks of every session fit one matrix.
+    """
+
+    def init_state(self, n: int) -> State:
+        return np.zeros((n, 0), dtype=np.int64)
+
+    def step(self, state: State, items: np.ndarray) -> State:
+        return np.column_stack((state, np.asarray(items, dtype=np.int64)))
+
+    def select(self, state: State, rows: np.ndarray) -> State:
+        return state[rows]
+
+
 def read_model_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``model.json`` of a model directory (checked for format and shape)."""
     path = Path(directory) / _META

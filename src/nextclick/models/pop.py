@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nextclick.data.sessions import SessionData
-from nextclick.models.base import Recommender, State
+from nextclick.models.base import ItemHistory, Recommender, State
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class SPopConfig:
     """S-POP has no parameters."""
 
 
-class SPop(Recommender):
+class SPop(ItemHistory, Recommender):
     """Items by how often they occurred in the session so far; ties by global popularity.
 
     Score = session count + support / (support + 1), so the popularity part (< 1) only
@@ -59,15 +59,6 @@ class SPop(Recommender):
 
     def _fit(self, train: SessionData, *, progress: bool) -> None:
         pass
-
-    def init_state(self, n: int) -> State:
-        return np.zeros((n, 0), dtype=np.int64)
-
-    def step(self, state: State, items: np.ndarray) -> State:
-        return np.column_stack((state, np.asarray(items, dtype=np.int64)))
-
-    def select(self, state: State, rows: np.ndarray) -> State:
-        return state[rows]
 
     def scores(self, state: State, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.n_items if stop is None else stop

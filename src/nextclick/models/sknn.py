@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nextclick.data.sessions import SessionData
-from nextclick.models.base import Recommender, State, check
+from nextclick.models.base import ItemHistory, Recommender, State, check
 
 Weighting = Literal["same", "div", "linear", "log", "quadratic"]
 _WEIGHTINGS: tuple[str, ...] = ("same", "div", "linear", "log", "quadratic")
@@ -85,7 +85,7 @@ class VSKNNConfig:
         check(self.idf_weighting >= 0, "idf_weighting", "a number >= 0")
 
 
-class _SessionKNN(Recommender):
+class _SessionKNN(ItemHistory, Recommender):
     """Shared index, state and scoring of SKNN and V-SKNN.
 
     The state is the (n, t) matrix of the sessions' items so far; ``scores`` finds the
@@ -114,15 +114,6 @@ class _SessionKNN(Recommender):
             self.idf_ = np.where(
                 n_sessions_with > 0, np.log(train.n_sessions / np.maximum(n_sessions_with, 1)), 0.0
             )
-
-    def init_state(self, n: int) -> State:
-        return np.zeros((n, 0), dtype=np.int64)
-
-    def step(self, state: State, items: np.ndarray) -> State:
-        return np.column_stack((state, np.asarray(items, dtype=np.int64)))
-
-    def select(self, state: State, rows: np.ndarray) -> State:
-        return state[rows]
 
     def _kernel_args(self) -> tuple[int, int, int, float]:
         """(similarity code, position weighting code, score decay code, idf weight)."""
