@@ -8,7 +8,7 @@ import torch
 
 from nextclick.config import build_config
 from nextclick.data import ItemIndex, SessionData
-from nextclick.errors import ConfigError
+from nextclick.errors import ConfigError, DataError
 from nextclick.models import load_model
 from nextclick.models.gru4rec import PRESETS, GRU4Rec, GRU4RecConfig, preset_params
 
@@ -119,6 +119,7 @@ def test_presets_are_the_published_settings():
         ({"loss": "hinge"}, "'hinge' is not one of"),
         ({"embedding": "-3"}, "embedding"),
         ({"batch_size": "0"}, "batch_size"),
+        ({"batch_size": "1", "n_sample": "0"}, "batch_size': expected >= 2 when n_sample=0"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -216,3 +217,40 @@ def test_no_extra_samples_and_a_single_row_stay_finite(loss):
     model = _fit(n_sample=0, loss=loss, batch_size=3, n_epochs=2)
     assert all(np.isfinite(e.loss) for e in model.history_)
     assert all(torch.isfinite(p).all() for p in model.params_.values())
+
+
+def test_elu_default_depends_on_the_loss_and_bad_loss_is_refused():
+    assert GRU4RecConfig(loss="bpr-max").elu == 0.5
+    assert GRU4RecConfig(loss="top1-max").elu == 0.0
+    assert GRU4RecConfig(loss="top1-max", elu_param=1.0).elu == 1.0
+    with pytest.raises(ConfigError, match="'loss'"):
+        GRU4RecConfig(loss="bpr_max")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(constrained_embedding=False, embedding=8),
+        dict(constrained_embedding=False, embedding=0),
+    ],
+)
+def test_output_bias_is_trained_in_every_input_mode(params):
+    model = _fit(**params, n_epochs=1)
+    assert model.params_["By"].abs().max() > 0
+
+
+def test_items_without_training_events_are_refused():
+    data = pattern_sessions(n_items=12)
+    with pytest.raises(DataError, match="3 items of the item index have no training event"):
+        GRU4Rec(build_config(GRU4RecConfig, {"n_epochs": 1})).fit(
+            SessionData(data.items, data.offsets, data.times, data.session_ids, 15),
+            ItemIndex(np.arange(15)),
+        )
+
+
+def test_corrupt_weights_are_a_one_line_error(tmp_path):
+    model = _fit(n_epochs=1)
+    model.save(tmp_path / "gru")
+    (tmp_path / "gru" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match=r"weights\.pt: cannot load weights"):
+        load_model(tmp_path / "gru")

@@ -7,7 +7,11 @@ the incremental scoring that evaluation and serving use.
 Decisions where the published descriptions leave room:
 
 - The GRU cell is PyTorch's form (reset gate applied to the recurrent product) in every
-  input mode, as the reference's embedding modes.
+  input mode, as the reference's embedding modes; the reference's one-hot mode applies the
+  reset gate to the state before the product (the spec allows either form).
+- In one-hot mode the first layer's output takes ``dropout_p_embed`` (as in the reference),
+  so a single-layer one-hot model does not use ``dropout_p_hidden``.
+- ``constrained_embedding=True`` takes precedence over ``embedding``, as in the reference.
 - As in the reference, the hidden state carried to the next step is the layer's output
   after dropout; at inference there is no dropout.
 - Feed-forward layers (``ff_layers``) are tanh layers after the last GRU layer, with
@@ -65,7 +69,8 @@ class GRU4RecConfig:
     bpreg
         Score regularisation of bpr-max.
     elu_param
-        ELU alpha applied to scores by the ranking losses (0 = linear).
+        ELU alpha applied to scores by the ranking losses (0 = linear); unset, it is the
+        reference's 0.5 for bpr-max and 0 for the others.
     logq
         Weight of the log-Q sampling correction of cross-entropy (0 = off).
     embedding
@@ -92,7 +97,7 @@ class GRU4RecConfig:
     n_sample: int = 2048
     sample_alpha: float = 0.5
     bpreg: float = 1.0
-    elu_param: float = 0.5
+    elu_param: float | None = None
     logq: float = 0.0
     embedding: int | Literal["layersize"] = 0
     constrained_embedding: bool = True
@@ -112,12 +117,22 @@ class GRU4RecConfig:
         check(self.n_sample >= 0, "n_sample", "an integer >= 0")
         check(self.sample_alpha >= 0, "sample_alpha", "a number >= 0")
         check(self.bpreg >= 0, "bpreg", "a number >= 0")
-        check(self.elu_param >= 0, "elu_param", "a number >= 0")
+        check(self.loss in losses.LOSSES, "loss", f"one of {', '.join(losses.LOSSES)}")
+        check(self.elu_param is None or self.elu_param >= 0, "elu_param", "a number >= 0")
+        check(self.n_sample > 0 or self.batch_size >= 2, "batch_size",
+              ">= 2 when n_sample=0 (a lone row has no negatives)")  # fmt: skip
         check(self.logq >= 0, "logq", "a number >= 0")
         check(self.embedding == "layersize" or self.embedding >= 0, "embedding",
               "an integer >= 0 or 'layersize'")  # fmt: skip
         check(self.n_epochs >= 1, "n_epochs", "an integer >= 1")
         check(self.sample_store_size >= 1, "sample_store_size", "an integer >= 1")
+
+    @property
+    def elu(self) -> float:
+        """The ELU alpha in force (``elu_param``, or the loss's default)."""
+        if self.elu_param is not None:
+            return self.elu_param
+        return 0.5 if self.loss == "bpr-max" else 0.0
 
     @property
     def embedding_size(self) -> int:
@@ -370,6 +385,11 @@ class GRU4Rec(Recommender):
 
     def _fit(self, train: SessionData, *, progress: bool) -> None:
         cfg = self.config
+        if (self.item_support_ == 0).any():
+            raise DataError(
+                f"{int((self.item_support_ == 0).sum())} items of the item index have no "
+                "training event; build the index from the training data"
+            )
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         device_generator = (
             generator if self.device.type == "cpu"
@@ -499,7 +519,7 @@ class GRU4Rec(Recommender):
                 log_q = self._log_q(y, n, log_support) if cfg.logq > 0 else None
                 loss = fused.cross_entropy_grad(R, log_q, cfg.logq)
             else:
-                loss = fused.bpr_max_grad(R.numpy(), cfg.bpreg, cfg.elu_param)
+                loss = fused.bpr_max_grad(R.numpy(), cfg.bpreg, cfg.elu)
             return torch.tensor(loss), R
         with torch.enable_grad():
             R.requires_grad_(True)
@@ -518,12 +538,12 @@ class GRU4Rec(Recommender):
             log_q = self._log_q(y, n, log_support) if cfg.logq > 0 else None
             return losses.cross_entropy(R, log_q, cfg.logq)
         if cfg.loss == "bpr-max":
-            return losses.bpr_max(R, cfg.bpreg, cfg.elu_param)
+            return losses.bpr_max(R, cfg.bpreg, cfg.elu)
         if cfg.loss == "top1-max":
-            return losses.top1_max(R, cfg.elu_param)
+            return losses.top1_max(R, cfg.elu)
         if cfg.loss == "bpr":
-            return losses.bpr(R, cfg.elu_param)
-        return losses.top1(R, cfg.elu_param)
+            return losses.bpr(R, cfg.elu)
+        return losses.top1(R, cfg.elu)
 
     # -- incremental scoring ---------------------------------------------------------------
 
@@ -560,12 +580,16 @@ class GRU4Rec(Recommender):
         path = directory / _WEIGHTS
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise DataError(f"{path}: cannot load weights ({exc})") from None
-        self.item_support_ = state.pop("item_support").numpy()
-        expected = set(self._init_params(1, torch.Generator()).keys())
-        if set(state) != expected:
-            raise DataError(f"{path}: weights {sorted(state)} do not match the config")
+        except Exception as exc:  # torch raises OSError, RuntimeError, UnpicklingError, ...
+            raise DataError(f"{path}: cannot load weights ({type(exc).__name__})") from None
+        support = state.pop("item_support", None) if isinstance(state, dict) else None
+        if support is None:
+            raise DataError(f"{path}: expected a state dict with item_support")
+        expected = self._init_params(len(self.item_index_), torch.Generator())
+        shapes = {name: tuple(t.shape) for name, t in state.items()}
+        if shapes != {name: tuple(t.shape) for name, t in expected.items()}:
+            raise DataError(f"{path}: weights do not match model.json and items.npy")
+        self.item_support_ = support.numpy()
         self.params_ = {name: t.to(self.device) for name, t in state.items()}
 
 

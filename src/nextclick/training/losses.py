@@ -28,8 +28,10 @@ def _negative_mask(R: Tensor) -> Tensor:
 
 def _softmax_negatives(R: Tensor, mask: Tensor) -> Tensor:
     """Softmax of each row over its negatives only (the positive gets weight 0)."""
-    masked = R * mask
-    e = torch.exp(masked - masked.max(dim=1, keepdim=True).values) * mask
+    # The max runs over the negatives only, so that very negative scores cannot underflow
+    # every exponential of a row.
+    top = R.masked_fill(mask == 0, -torch.inf).amax(dim=1, keepdim=True)
+    e = torch.exp(R - top) * mask
     return e / e.sum(dim=1, keepdim=True)
 
 

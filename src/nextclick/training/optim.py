@@ -60,6 +60,10 @@ class AdagradM:
         if param.device.type == "cpu":
             _dense_update(*self._views(name, (-1,)), grad.reshape(-1).numpy())
             return
+        self._dense_torch(name, grad)
+
+    def _dense_torch(self, name: str, grad: Tensor) -> None:
+        param = self.params[name]
         acc = self.acc[name].addcmul_(grad, grad)
         denom = (acc + self.eps).sqrt_()
         if self.momentum > 0:
@@ -95,7 +99,9 @@ class AdagradM:
         dim = param.numel() // max(n_rows, 1)
         if name not in self._slots:
             self._slots[name] = np.full(n_rows, -1, dtype=np.int64)
-        (index_a, grad_a), (index_b, grad_b) = (*parts, (parts[0][0][:0], parts[0][1][:0]))[:2]
+        # With one part, it is part b (the part whose rows may carry a bias gradient).
+        empty = (parts[0][0][:0], parts[0][1][:0])
+        (index_a, grad_a), (index_b, grad_b) = (empty, *parts)[-2:]
         n = len(index_a) + len(index_b)
         buffer = self._buffers.get(name)
         if buffer is None or len(buffer) < n:

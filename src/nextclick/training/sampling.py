@@ -45,12 +45,11 @@ def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def _alias_draw(u_column, u_coin, accept, alias, out):
-    """One alias-method draw per pair of uniform numbers."""
-    n = len(accept)
+def _alias_draw(column, coin, accept, alias, out):
+    """One alias-method draw per (uniform column, uniform coin) pair."""
     for i in numba.prange(len(out)):
-        column = min(int(u_column[i] * n), n - 1)
-        out[i] = column if u_coin[i] < accept[column] else alias[column]
+        c = column[i]
+        out[i] = c if coin[i] < accept[c] else alias[c]
 
 
 class SampleStore:
@@ -91,15 +90,17 @@ class SampleStore:
     def _refill(self) -> None:
         size = self.n_blocks * self.n_sample
         device = self._generator.device
-        u = torch.rand(2, size, generator=self._generator, device=device)  # float32
+        # Integer columns (exact for any catalogue size) and float32 coins.
+        column = torch.randint(len(self._alias), (size,), generator=self._generator, device=device)
+        coin = torch.rand(size, generator=self._generator, device=device)
         if device.type == "cpu":
             picks = torch.empty(size, dtype=torch.int64)
-            _alias_draw(u[0].numpy(), u[1].numpy(), self._accept.numpy(), self._alias.numpy(),
+            _alias_draw(column.numpy(), coin.numpy(), self._accept.numpy(), self._alias.numpy(),
                         picks.numpy())  # fmt: skip
         else:
-            column = (u[0] * len(self._alias)).long().clamp_(max=len(self._alias) - 1)
             accept = self._accept.index_select(0, column)
-            picks = torch.where(u[1] < accept, column, self._alias.index_select(0, column))
+            picks = torch.where(coin < accept, column, self._alias.index_select(0, column))
+
         self._blocks = picks.view(self.n_blocks, self.n_sample)
         self._next = 0
 
