@@ -519,7 +519,7 @@ class GRU4Rec(Recommender):
                 log_q = self._log_q(y, n, log_support) if cfg.logq > 0 else None
                 loss = fused.cross_entropy_grad(R, log_q, cfg.logq)
             else:
-                loss = fused.bpr_max_grad(R.numpy(), cfg.bpreg, cfg.elu)
+                loss = fused.bpr_max_grad(R, cfg.bpreg, cfg.elu)
             return torch.tensor(loss), R
         with torch.enable_grad():
             R.requires_grad_(True)

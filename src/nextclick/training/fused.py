@@ -13,6 +13,7 @@ import math
 
 import numba
 import numpy as np
+import torch
 from torch import Tensor
 
 from nextclick.training.losses import EPS
@@ -49,62 +50,55 @@ def _softmax_cross_entropy_grad(E):
     return losses.sum()
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def bpr_max_grad(R, bpreg, elu_param):
+def bpr_max_grad(R: Tensor, bpreg: float, elu_param: float) -> float:
     """Sum over rows of the bpr-max loss (with ELU when elu_param > 0); R becomes dLoss/dR.
 
     Per row, with S = elu(R), s = softmax of S over the negatives, sig_k = sigmoid(S_i - S_k),
     A = sum s_k sig_k and Q = sum s_k S_k^2:
     dL/dS_k = -s_k (sig_k^2 - A) / (A + eps) + bpreg s_k (S_k^2 - Q + 2 S_k) for k != i,
-    dL/dS_i = -sum_k s_k sig_k (1 - sig_k) / (A + eps).
+    dL/dS_i = -sum_k s_k sig_k (1 - sig_k) / (A + eps); then dL/dR = dL/dS * elu'(R).
+    The exponentials run as (vectorised) tensor operations, the rest in one compiled pass.
     """
-    n, m = R.shape
+    if elu_param > 0:
+        negative = R <= 0
+        scores = torch.where(negative, torch.expm1(R).mul_(elu_param), R)
+        slope = torch.where(negative, scores + elu_param, torch.ones_like(R))
+    else:
+        scores = R.clone()
+        slope = R[:0]
+    positive = torch.diagonal(scores).unsqueeze(1)
+    sig = torch.sigmoid(positive - scores)
+    diagonal = torch.eye(R.shape[0], R.shape[1], dtype=torch.bool)
+    top = scores.masked_fill(diagonal, -torch.inf).amax(dim=1, keepdim=True)
+    soft = torch.exp(scores - top).masked_fill_(diagonal, 0.0)
+    return _bpr_max_grad(R.numpy(), scores.numpy(), soft.numpy(), sig.numpy(), slope.numpy(), bpreg)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bpr_max_grad(out, scores, soft, sig, slope, bpreg):
+    n, m = scores.shape
     losses = np.zeros(n)
     for i in range(n):
-        row = R[i]
-        scores = np.empty(m)
-        slope = np.ones(m)
-        for j in range(m):
-            v = row[j]
-            if elu_param > 0 and v <= 0:
-                e = elu_param * (math.exp(v) - 1.0)
-                scores[j] = e
-                slope[j] = e + elu_param
-            else:
-                scores[j] = v
-        top = -np.inf
-        for j in range(m):
-            if j != i:
-                top = max(top, scores[j])
-        soft = np.empty(m)
-        total = 0.0
-        for j in range(m):
-            e = 0.0 if j == i else math.exp(scores[j] - top)
-            soft[j] = e
-            total += e
-        pos = scores[i]
+        total = soft[i].sum()
         a = 0.0
         q = 0.0
         d_pos = 0.0
         for j in range(m):
-            if j == i:
-                continue
-            s = soft[j] / total
-            soft[j] = s
-            sig = 1.0 / (1.0 + math.exp(scores[j] - pos))
-            a += s * sig
-            q += s * scores[j] * scores[j]
-            d_pos += s * sig * (1.0 - sig)
-            row[j] = sig  # kept for the second pass
+            s = soft[i, j] / total  # 0 on the positive column
+            soft[i, j] = s
+            g = sig[i, j]
+            a += s * g
+            q += s * scores[i, j] * scores[i, j]
+            d_pos += s * g * (1.0 - g)
         losses[i] = -math.log(a + EPS) + bpreg * q
         inv = 1.0 / (a + EPS)
         for j in range(m):
-            if j == i:
-                row[j] = -d_pos * inv * slope[j]
-            else:
-                s = soft[j]
-                sig = row[j]
-                v = scores[j]
-                grad = -s * (sig * sig - a) * inv + bpreg * s * (v * v - q + 2.0 * v)
-                row[j] = grad * slope[j]
+            s = soft[i, j]
+            g = sig[i, j]
+            v = scores[i, j]
+            out[i, j] = -s * (g * g - a) * inv + bpreg * s * (v * v - q + 2.0 * v)
+        out[i, i] = -d_pos * inv
+        if len(slope):
+            for j in range(m):
+                out[i, j] *= slope[i, j]
     return losses.sum()
