@@ -253,3 +253,13 @@ def test_corrupt_weights_are_a_one_line_error(tmp_path):
     (tmp_path / "gru" / "weights.pt").write_bytes(b"not a torch file")
     with pytest.raises(DataError, match=r"weights\.pt: cannot load weights"):
         load_model(tmp_path / "gru")
+
+
+def test_compiled_gru_gate_gradients_equal_the_torch_ones():
+    from nextclick.models.gru4rec import gru_gate_grads
+    from nextclick.training import fused
+
+    g = torch.Generator().manual_seed(3)
+    parts = [torch.rand(4, 5, dtype=torch.float64, generator=g) for _ in range(6)]
+    for got, want in zip(fused.gru_gate_grads(*parts), gru_gate_grads(*parts), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

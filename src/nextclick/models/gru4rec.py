@@ -171,6 +171,20 @@ for _preset in PRESETS.values():
     _preset.update(constrained_embedding=True, embedding=0, n_epochs=10)
 
 
+def gru_gate_grads(
+    grad: Tensor, h0: Tensor, r: Tensor, z: Tensor, n: Tensor, gh_n: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Gradients of the GRU's input and recurrent pre-activations (r, z, n blocks) from
+    the gradient of its output ``h = (1 - z) n + z h0``, ``n = tanh(gi_n + r gh_n)``."""
+    d_n = grad * (1.0 - z)
+    d_z = grad * (h0 - n)
+    d_an = d_n * (1.0 - n * n)  # through tanh
+    d_r = d_an * gh_n
+    d_gi = torch.cat((d_r * r * (1.0 - r), d_z * z * (1.0 - z), d_an), dim=1)
+    d_gh = torch.cat((d_gi[:, : 2 * r.shape[1]], d_an * r), dim=1)
+    return d_gi, d_gh
+
+
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when there is one)."""
     if name == "auto":
@@ -349,12 +363,10 @@ class GRU4Rec(Recommender):
                 grad = grad @ p[f"ff{j}.weight"]
             elif kind == "gru":
                 _, i, inp, h0, r, z, n, gh_n = record
-                d_n = grad * (1.0 - z)
-                d_z = grad * (h0 - n)
-                d_an = d_n * (1.0 - n * n)  # through tanh
-                d_r = d_an * gh_n
-                d_gi = torch.cat((d_r * r * (1.0 - r), d_z * z * (1.0 - z), d_an), dim=1)
-                d_gh = torch.cat((d_gi[:, : 2 * r.shape[1]], d_an * r), dim=1)
+                if grad.device.type == "cpu":
+                    d_gi, d_gh = fused.gru_gate_grads(grad, h0, r, z, n, gh_n)
+                else:
+                    d_gi, d_gh = gru_gate_grads(grad, h0, r, z, n, gh_n)
                 grads[f"gru{i}.weight_ih"] = d_gi.T @ inp
                 grads[f"gru{i}.bias_ih"] = d_gi.sum(0)
                 grads[f"gru{i}.weight_hh"] = d_gh.T @ h0
