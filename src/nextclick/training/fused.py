@@ -1,10 +1,11 @@
-"""Compiled CPU kernels for the two published losses: loss and gradient in one pass.
+"""Compiled CPU kernels for the hot parts of a GRU4Rec training step.
 
-On a CPU, the sampled output layer dominates a training step, and a chain of small tensor
-operations costs more in dispatch than in arithmetic. These kernels compute, row by row,
-the loss of :mod:`nextclick.training.losses` and its gradient with respect to the scores,
-writing the gradient over the score matrix. They must equal the autograd gradients of the
-formulas in ``losses`` (the tests check this in float64).
+On a CPU a chain of small tensor operations costs more in dispatch than in arithmetic.
+``cross_entropy_grad`` and ``bpr_max_grad`` compute the loss of
+:mod:`nextclick.training.losses` and its gradient with respect to the scores (written over
+the score matrix); exponentials stay vectorised tensor operations, the reductions and the
+gradient are one compiled pass. ``gru_gate_grads`` is the GRU cell's gate backward. Each
+must equal its torch counterpart (the tests check this in float64).
 """
 
 from __future__ import annotations
