@@ -11,6 +11,8 @@ from nextclick.data import ItemIndex, SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models import load_model
 from nextclick.models.gru4rec import PRESETS, GRU4Rec, GRU4RecConfig, preset_params
+from nextclick.training import fused, losses
+from nextclick.training.sampling import DropoutScales
 
 
 def pattern_sessions(n_sessions: int = 300, n_items: int = 12, seed: int = 0) -> SessionData:
@@ -162,11 +164,12 @@ def test_manual_backward_equals_autograd_in_float64(params):
     leaves = {name: t.clone().requires_grad_(True) for name, t in model.params_.items()}
     x = x.clone().requires_grad_(True)
     tape: list = []
-    vector, _ = model._forward(x, hidden, leaves, torch.Generator().manual_seed(2), tape)
+    dropout = DropoutScales(np.random.default_rng(2))
+    vector, _ = model._forward(x, hidden, leaves, dropout, tape)
     upstream = torch.randn(vector.shape, dtype=torch.float64, generator=rng)
     dense = [n for n in leaves if n not in ("Wy", "By", "E", "Wx0")]
     expected = torch.autograd.grad((vector * upstream).sum(), [x, *(leaves[n] for n in dense)])
-    grads: dict = {}
+    grads = {name: torch.empty_like(model.params_[name]) for name in dense}
     with torch.no_grad():
         d_x = model._backward(upstream, tape, model.params_, grads)
     torch.testing.assert_close(d_x, expected[0], rtol=1e-10, atol=1e-12)
@@ -190,24 +193,93 @@ def test_gru_layer_is_pytorchs_gru_cell():
 
 @pytest.mark.parametrize(("loss", "elu"), [("cross-entropy", 0), ("bpr-max", 0.5), ("bpr-max", 0)])
 def test_compiled_losses_equal_autograd_of_the_formula(loss, elu):
-    from nextclick.training import fused, losses
-
+    # 5 rows, 12 columns scoring 7 distinct items (samples repeat items, also the targets).
     rng = np.random.default_rng(0)
-    R = rng.normal(size=(5, 12)) * 2
-    log_q = np.log(rng.integers(1, 50, size=12).astype(float))
-    t = torch.tensor(R, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 4, 2, 5, 5, 6, 0, 6, 5])
+    unique, inverse = map(torch.from_numpy, fused.unique_inverse(y.numpy(), np.full(7, -1)))
+    assert unique.tolist() == list(range(7))
+    support = rng.integers(1, 50, size=7).astype(float)
+    R_items = torch.tensor(rng.normal(size=(5, 7)) * 2)
+    t = R_items.clone().requires_grad_(True)
+    R = t.index_select(1, inverse)  # the loss's (5, 12) score matrix
+    d_R, d_bias = torch.zeros(5, 7, dtype=torch.float64), torch.empty(7, dtype=torch.float64)
     if loss == "cross-entropy":
-        want = losses.cross_entropy(t, torch.tensor(log_q), 1.0)
-        got = fused.cross_entropy_grad(torch.tensor(R), torch.tensor(log_q), 1.0)
-        work = torch.tensor(R)
-        fused.cross_entropy_grad(work, torch.tensor(log_q), 1.0)
+        log_q = torch.log(torch.tensor(support))[y]
+        log_q[5:] *= 0.3  # sample_alpha for the extra samples
+        want = losses.cross_entropy(R, log_q, 1.0)
+        weights = (support**-1.0, support**-0.3)
+        got = fused.cross_entropy_grad(R_items.clone(), y, inverse, *weights, 0.25, d_R, d_bias)
     else:
-        want = losses.bpr_max(t, 1.5, elu)
-        work = torch.tensor(R)
-        got = fused.bpr_max_grad(work, 1.5, elu)
+        want = losses.bpr_max(R, 1.5, elu)
+        got = fused.bpr_max_grad(R.detach().clone(), 1.5, elu, inverse, 0.25, d_R, d_bias)
     (grad,) = torch.autograd.grad(want, t)
     assert got == pytest.approx(want.item(), rel=1e-12)
-    torch.testing.assert_close(work, grad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(d_R, 0.25 * grad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(d_bias, 0.25 * grad.sum(0), rtol=1e-9, atol=1e-12)
+
+
+STEPS = [
+    dict(loss="cross-entropy", logq=1.0, sample_alpha=0.5),
+    dict(loss="cross-entropy", logq=0.0),
+    dict(loss="bpr-max", bpreg=0.7, elu_param=0.5),
+    dict(loss="top1-max", elu_param=0.0),
+    dict(loss="cross-entropy", logq=1.0, constrained_embedding=False, embedding=3),
+]
+
+
+@pytest.mark.parametrize("params", STEPS, ids=[str(p) for p in STEPS])
+def test_training_steps_equal_autograd_and_adagrad_by_hand(params):
+    # Two steps of the model against an independent computation: autograd of the GRU cell
+    # and the loss over every sampled column, then Adagrad with momentum applied by hand to
+    # the rows each step used. Targets and samples repeat items and overlap the inputs.
+    config = build_config(GRU4RecConfig, dict(layers=(5,), batch_size=4, learning_rate=0.3,
+                                              momentum=0.4, n_sample=6), params)  # fmt: skip
+    model = GRU4Rec(config)
+    g = torch.Generator().manual_seed(4)
+    start = {name: t.double() + 0.05 * torch.randn(t.shape, generator=g, dtype=torch.float64)
+             for name, t in model._init_params(9, g).items()}  # fmt: skip
+    support = np.array([5.0, 1, 3, 8, 2, 2, 7, 1, 4])
+    params = {name: t.clone() for name, t in start.items()}
+    work = model._work(params, support, np.random.default_rng(0))
+    steps = [
+        (torch.tensor([0, 3, 3, 8]), torch.tensor([1, 3, 2, 0, 3, 3, 5, 0, 8, 1])),
+        (torch.tensor([1, 2, 6, 0]), torch.tensor([4, 4, 7, 3, 1, 4, 4, 8, 0, 6])),
+    ]
+    hidden = [torch.randn(4, 5, generator=g, dtype=torch.float64)]
+    want = {name: t.clone() for name, t in start.items()}
+    acc = {name: torch.zeros_like(t) for name, t in start.items()}
+    mom = {name: torch.zeros_like(t) for name, t in start.items()}
+    want_hidden = hidden
+    for x, y in steps:
+        with torch.no_grad():
+            loss, hidden = model._train_step(x, y, hidden, work)
+        leaves = {name: t.clone().requires_grad_(True) for name, t in want.items()}
+        embedding = leaves["Wy"] if config.constrained_embedding else leaves["E"]
+        h = torch.gru_cell(embedding[x], want_hidden[0], leaves["gru0.weight_ih"],
+                           leaves["gru0.weight_hh"], leaves["gru0.bias_ih"],
+                           leaves["gru0.bias_hh"])  # fmt: skip
+        R = h @ leaves["Wy"][y].T + leaves["By"][y]
+        log_q = torch.log(torch.tensor(support))[y]
+        log_q[4:] *= config.sample_alpha
+        expected_loss = model._loss(R, y, 4, torch.log(torch.tensor(support))) / 4
+        assert loss == pytest.approx(expected_loss.item(), rel=1e-10)
+        names = list(leaves)
+        grads = dict(zip(names, torch.autograd.grad(expected_loss, [leaves[n] for n in names]),
+                         strict=True))  # fmt: skip
+        used = {"Wy": torch.cat((x, y)) if config.constrained_embedding else y, "By": y,
+                "E": x}  # fmt: skip
+        for name in names:
+            rows = torch.zeros(len(want[name]), dtype=torch.bool)
+            rows[used.get(name, torch.arange(len(rows)))] = True
+            grad = grads[name]
+            new_acc = acc[name] + grad * grad
+            new_mom = 0.4 * mom[name] - 0.3 * grad / torch.sqrt(new_acc + 1e-6)
+            acc[name][rows], mom[name][rows] = new_acc[rows], new_mom[rows]
+            want[name][rows] = want[name][rows] + new_mom[rows]
+        want_hidden = [h.detach()]
+    for name in start:
+        torch.testing.assert_close(params[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
+    torch.testing.assert_close(hidden[0], want_hidden[0], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max", "top1-max"])
@@ -257,7 +329,6 @@ def test_corrupt_weights_are_a_one_line_error(tmp_path):
 
 def test_compiled_gru_gate_gradients_equal_the_torch_ones():
     from nextclick.models.gru4rec import gru_gate_grads
-    from nextclick.training import fused
 
     g = torch.Generator().manual_seed(3)
     parts = [torch.rand(4, 5, dtype=torch.float64, generator=g) for _ in range(6)]

@@ -11,7 +11,7 @@ from nextclick.data.batching import n_pairs, session_parallel
 from nextclick.data.sessions import SessionData
 from nextclick.training import losses
 from nextclick.training.optim import AdagradM, sum_rows
-from nextclick.training.sampling import SampleStore
+from nextclick.training.sampling import DropoutScales, SampleStore
 
 # --- losses against direct NumPy formulas ---------------------------------------------------
 
@@ -139,14 +139,16 @@ def test_adagrad_rows_touch_only_used_rows_and_sum_duplicates():
     unique, summed = sum_rows(index, grads)
     assert unique.tolist() == [0, 2]
     np.testing.assert_array_equal(summed.numpy(), [[0.5, 0.5], [2.0, 2.0]])
-    # Split over two parts, as the shared embedding's input and output rows are.
-    opt.rows("W", (index[:1], grads[:1]), (index[1:], grads[1:]))
+    # Distinct rows plus extra rows that repeat them, as the shared embedding's output and
+    # input rows are.
+    opt.rows("W", index[1:2], grads[1:2].clone(), extra=(index[[0, 2]], grads[[0, 2]]))
     step = -0.2 * summed.numpy() / np.sqrt(summed.numpy() ** 2 + 1e-6)
     np.testing.assert_allclose(W[[0, 2]].numpy(), 1.0 + step, rtol=1e-12)
     np.testing.assert_array_equal(W[[1, 3]].numpy(), 1.0)  # untouched rows do not move
     np.testing.assert_array_equal(opt.acc["W"][[1, 3]].numpy(), 0.0)
     # Row 1 used later: its momentum starts from 0, row 0's keeps decaying only when used.
-    opt.rows("W", (torch.tensor([1]), torch.tensor([[1.0, 1.0]], dtype=torch.float64)))
+    one = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    opt.rows("W", None, None, extra=(torch.tensor([1]), one))
     np.testing.assert_allclose(W[1].numpy(), 1.0 - 0.2 / np.sqrt(1 + 1e-6), rtol=1e-12)
     np.testing.assert_allclose(W[0].numpy(), 1.0 + step[0], rtol=1e-12)
 
@@ -161,9 +163,10 @@ def test_compiled_updates_equal_the_torch_path(momentum):
     opt_b = AdagradM({"W": b}, learning_rate=0.1, momentum=momentum)
     for _ in range(5):
         index = torch.randint(0, 50, (40,), generator=rng)
-        grad = torch.randn(40, 3, dtype=torch.float64, generator=rng)
-        opt_a.rows("W", (index[:10], grad[:10]), (index[10:], grad[10:]))
-        opt_b._rows_torch("W", index, grad)
+        distinct = torch.randperm(50, generator=rng)[:20]
+        grad = torch.randn(60, 3, dtype=torch.float64, generator=rng)
+        opt_a.rows("W", distinct, grad[:20].clone(), extra=(index, grad[20:]))
+        opt_b._rows_torch("W", torch.cat((distinct, index)), grad)
         dense = torch.randn(50, 3, dtype=torch.float64, generator=rng)
         opt_a.dense("W", dense)
         opt_b._dense_torch("W", dense)
@@ -213,9 +216,12 @@ def test_session_parallel_uses_every_event_with_large_batches():
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
-def test_sample_store_follows_support_power_alpha(alpha):
+@pytest.mark.parametrize("rng", ["numpy", "torch"])
+def test_sample_store_follows_support_power_alpha(alpha, rng):
+    # NumPy draws on the CPU; the torch path (used on GPUs) runs here on the CPU generator.
     support = np.array([1, 2, 3, 5, 8, 13, 40, 100])
-    store = SampleStore(support, alpha, 512, 512 * 50, torch.Generator().manual_seed(7))
+    source = np.random.default_rng(7) if rng == "numpy" else torch.Generator().manual_seed(7)
+    store = SampleStore(support, alpha, 512, 512 * 50, source)
     draws = torch.cat([store.next() for _ in range(200)]).numpy()  # refills 4 times
     counts = np.bincount(draws, minlength=len(support))
     expected = support**alpha / (support**alpha).sum() * len(draws)
@@ -238,24 +244,42 @@ def test_row_update_with_output_bias_equals_separate_updates(momentum):
     plain = AdagradM({"W": W2, "b": b2}, learning_rate=0.3, momentum=momentum)
     for _ in range(4):
         x = torch.randint(0, 30, (5,), generator=rng)
-        y = torch.randint(0, 30, (12,), generator=rng)
+        y = torch.randperm(30, generator=rng)[:12]
         gx = torch.randn(5, 4, dtype=torch.float64, generator=rng)
         gy = torch.randn(12, 4, dtype=torch.float64, generator=rng)
         gb = torch.randn(12, dtype=torch.float64, generator=rng)
-        fused.rows("W", (x, gx), (y, gy), bias=("b", gb))
+        fused.rows("W", y, gy.clone(), extra=(x, gx), bias=("b", gb))
         plain._rows_torch("W", torch.cat((x, y)), torch.cat((gx, gy)))
         plain._rows_torch("b", y, gb)
     torch.testing.assert_close(W, W2, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(b, b2, rtol=1e-12, atol=1e-12)
 
 
-def test_row_update_of_a_single_part_with_bias_moves_the_bias():
+def test_row_update_without_extra_rows_moves_the_bias():
     # Separate-embedding modes update Wy's output rows alone, with the bias.
     W, b = torch.zeros(6, 2, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
     opt = AdagradM({"W": W, "b": b}, learning_rate=0.5)
-    y = torch.tensor([1, 4, 1])
-    opt.rows("W", (y, torch.ones(3, 2, dtype=torch.float64)),
-             bias=("b", torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)))  # fmt: skip
+    y = torch.tensor([1, 4])
+    opt.rows("W", y, torch.tensor([[2.0, 2.0], [1.0, 1.0]], dtype=torch.float64),
+             bias=("b", torch.tensor([2.0, -1.0], dtype=torch.float64)))  # fmt: skip
     step = 0.5 / np.sqrt(1 + 1e-6)
     np.testing.assert_allclose(b.numpy(), [0, -0.5 * 2 / np.sqrt(4 + 1e-6), 0, 0, step, 0])
     np.testing.assert_allclose(W[4].numpy(), [-step, -step])
+    np.testing.assert_array_equal(W[[0, 2, 3, 5]].numpy(), 0.0)
+
+
+@pytest.mark.parametrize("rng", ["numpy", "torch"])
+def test_dropout_scales_drop_with_the_given_probability(rng):
+    source = np.random.default_rng(3) if rng == "numpy" else torch.Generator().manual_seed(3)
+    dropout = DropoutScales(source)
+    # 300 draws of 32 x 100 cross the NumPy block boundary (2^20 values) several times.
+    masks = torch.stack([dropout((32, 100), 0.4) for _ in range(300)])
+    assert masks.shape == (300, 32, 100)
+    values = torch.unique(masks).tolist()
+    assert values == [0.0, pytest.approx(1 / 0.6)]
+    dropped = int((masks == 0).sum())
+    assert stats.binomtest(dropped, masks.numel(), 0.4).pvalue > 1e-3
+    assert stats.binomtest(dropped, masks.numel(), 0.41).pvalue < 1e-6
+    # Each probability has its own stream; consecutive draws differ.
+    assert not torch.equal(dropout((32, 100), 0.4), dropout((32, 100), 0.4))
+    assert (dropout((4, 5), 0.0) == 1.0).all()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from nextclick.data.sessions import SessionData
@@ -46,29 +47,60 @@ def session_parallel(sessions: SessionData, batch_size: int) -> Iterator[Step]:
     order = session_order(sessions)
     starts = sessions.offsets[order]
     ends = sessions.offsets[order + 1]
-    n_slots = min(batch_size, len(order))
-    slot_session = np.arange(n_slots)  # position in `order` of each slot's session
-    pos = starts[:n_slots].copy()  # absolute index of each slot's current input event
-    next_session = n_slots
-    reset = np.ones(n_slots, dtype=bool)
-    keep: np.ndarray | None = None
+    positions, reset, keep, sizes, shrinks = _schedule(starts, ends, min(batch_size, len(order)))
     items = sessions.items
-    while len(slot_session):
-        yield Step(items[pos], items[pos + 1], reset, keep)
-        pos = pos + 1
-        finished = pos + 1 >= ends[slot_session]
-        keep = None
-        reset = finished
-        if finished.any():
-            n_new = min(int(finished.sum()), len(order) - next_session)
-            refill = np.flatnonzero(finished)[:n_new]
-            slot_session = slot_session.copy()
-            slot_session[refill] = np.arange(next_session, next_session + n_new)
-            pos[refill] = starts[slot_session[refill]]
-            next_session += n_new
-            if n_new < finished.sum():
-                # Out of sessions: finished slots without a replacement leave the batch.
-                alive = ~finished
-                alive[refill] = True
-                keep = np.flatnonzero(alive)
-                slot_session, pos, reset = slot_session[keep], pos[keep], finished[keep]
+    offset = 0
+    for size, shrink in zip(sizes.tolist(), shrinks.tolist(), strict=True):
+        part = slice(offset, offset + size)
+        yield Step(items[positions[part]], items[positions[part] + 1], reset[part],
+                   keep[part] if shrink else None)  # fmt: skip
+        offset += size
+
+
+@numba.njit(cache=True, nogil=True)
+def _schedule(starts, ends, n_slots):
+    """The whole epoch's schedule, computed at once: per (input, target) pair, the input's
+    position, whether its slot starts a new session and, when the batch has just shrunk,
+    the slot's row in the previous step; per step, its size and whether it shrank."""
+    total = 0
+    for s in range(len(starts)):
+        total += ends[s] - starts[s] - 1
+    positions = np.empty(total, dtype=np.int64)
+    reset = np.empty(total, dtype=np.bool_)
+    keep = np.zeros(total, dtype=np.int64)
+    sizes = np.empty(total, dtype=np.int64)
+    shrinks = np.zeros(total, dtype=np.bool_)
+    slot_session = np.arange(n_slots)
+    pos = starts[:n_slots].copy()
+    starting = np.ones(n_slots, dtype=np.bool_)
+    next_session = n_slots
+    n = n_slots
+    offset = 0
+    step = 0
+    while n > 0:
+        positions[offset : offset + n] = pos[:n]
+        reset[offset : offset + n] = starting[:n]
+        sizes[step] = n
+        following = offset + n
+        alive = 0
+        for i in range(n):
+            pos[i] += 1
+            starting[i] = pos[i] + 1 >= ends[slot_session[i]]
+            if starting[i]:
+                if next_session == len(starts):
+                    continue  # out of sessions: the slot leaves the batch
+                slot_session[i] = next_session
+                pos[i] = starts[next_session]
+                next_session += 1
+            slot_session[alive] = slot_session[i]
+            pos[alive] = pos[i]
+            starting[alive] = starting[i]
+            if following + alive < total:
+                keep[following + alive] = i
+            alive += 1
+        step += 1
+        if alive < n and step < total:
+            shrinks[step] = True
+        offset = following
+        n = alive
+    return positions, reset, keep, sizes[:step], shrinks[:step]

@@ -40,7 +40,7 @@ from nextclick.models.base import Recommender, check
 from nextclick.training import fused, losses
 from nextclick.training.loop import EpochStats, train_epochs
 from nextclick.training.optim import AdagradM
-from nextclick.training.sampling import SampleStore
+from nextclick.training.sampling import DropoutScales, SampleStore
 
 Loss = Literal["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"]
 _WEIGHTS = "weights.pt"
@@ -200,6 +200,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What every training step of one ``fit`` uses (items in popularity order)."""
+
+    params: dict[str, Tensor]
+    grads: dict[str, Tensor]  # views of flat_grad, written by the backward pass
+    flat_grad: Tensor
+    optimizer: AdagradM
+    dropout: DropoutScales
+    log_support: Tensor  # (n_items,) for the autograd losses
+    column_weights: tuple[np.ndarray, np.ndarray]  # exp(-logq log Q) for targets, samples
+    scratch: np.ndarray  # -1 filled, for fused.unique_inverse
+
+
 class GRUState(NamedTuple):
     """Incremental state of ``n`` sessions: hidden vectors per layer and the scoring vector."""
 
@@ -284,13 +298,13 @@ class GRU4Rec(Recommender):
         x: Tensor,
         hidden: list[Tensor],
         p: dict[str, Tensor],
-        dropout: torch.Generator | None,
+        dropout: DropoutScales | None,
         tape: list | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """One step for every row: (scoring vector (n, output_size), new hidden states).
 
         ``x`` is the (n, ·) input: embedding rows, or in one-hot mode the items' rows of
-        ``Wx0``. ``dropout`` generates the training masks (None at inference). When
+        ``Wx0``. ``dropout`` draws the training masks (None at inference). When
         ``tape`` is a list, what the backward pass needs is appended to it.
         """
         cfg = self.config
@@ -336,12 +350,11 @@ class GRU4Rec(Recommender):
 
     @staticmethod
     def _dropout(
-        x: Tensor, prob: float, generator: torch.Generator | None, tape: list | None
+        x: Tensor, prob: float, dropout: DropoutScales | None, tape: list | None
     ) -> Tensor:
-        if generator is None or prob <= 0:
+        if dropout is None or prob <= 0:
             return x
-        keep = torch.rand(x.shape, generator=generator, device=x.device) >= prob
-        scale = keep.to(x.dtype).mul_(1.0 / (1.0 - prob))
+        scale = dropout((x.shape[0], x.shape[1]), prob)
         if tape is not None:
             tape.append(("dropout", scale))
         return x * scale
@@ -349,8 +362,9 @@ class GRU4Rec(Recommender):
     def _backward(
         self, grad: Tensor, tape: list, p: dict[str, Tensor], grads: dict[str, Tensor]
     ) -> Tensor:
-        """Backward through the recorded step; fills ``grads`` of the dense parameters and
-        returns the gradient of the input rows ``x``."""
+        """Backward through the recorded step; writes the gradients of the dense parameters
+        into ``grads`` (one tensor per name, preallocated) and returns the gradient of the
+        input rows ``x``."""
         for record in reversed(tape):
             kind = record[0]
             if kind == "dropout":
@@ -358,8 +372,8 @@ class GRU4Rec(Recommender):
             elif kind == "ff":
                 _, j, inp, out = record
                 grad = grad * (1.0 - out * out)
-                grads[f"ff{j}.weight"] = grad.T @ inp
-                grads[f"ff{j}.bias"] = grad.sum(0)
+                torch.mm(grad.T, inp, out=grads[f"ff{j}.weight"])
+                torch.sum(grad, 0, out=grads[f"ff{j}.bias"])
                 grad = grad @ p[f"ff{j}.weight"]
             elif kind == "gru":
                 _, i, inp, h0, r, z, n, gh_n = record
@@ -367,10 +381,10 @@ class GRU4Rec(Recommender):
                     d_gi, d_gh = fused.gru_gate_grads(grad, h0, r, z, n, gh_n)
                 else:
                     d_gi, d_gh = gru_gate_grads(grad, h0, r, z, n, gh_n)
-                grads[f"gru{i}.weight_ih"] = d_gi.T @ inp
-                grads[f"gru{i}.bias_ih"] = d_gi.sum(0)
-                grads[f"gru{i}.weight_hh"] = d_gh.T @ h0
-                grads[f"gru{i}.bias_hh"] = d_gh.sum(0)
+                torch.mm(d_gi.T, inp, out=grads[f"gru{i}.weight_ih"])
+                torch.sum(d_gi, 0, out=grads[f"gru{i}.bias_ih"])
+                torch.mm(d_gh.T, h0, out=grads[f"gru{i}.weight_hh"])
+                torch.sum(d_gh, 0, out=grads[f"gru{i}.bias_hh"])
                 grad = d_gi @ p[f"gru{i}.weight_ih"]
             else:  # one-hot first layer
                 _, h0, vh, r, z, c = record
@@ -382,8 +396,8 @@ class GRU4Rec(Recommender):
                 d_rz = torch.cat((d_r * r * (1.0 - r), d_z * z * (1.0 - z)), dim=1)
                 d_vx = torch.cat((d_ac, d_rz), dim=1)  # blocks x, r, z
                 d_vh = torch.cat((d_ac * r, d_rz), dim=1)
-                grads["Wh0"] = h0.T @ d_vh
-                grads["Bh0"] = d_vx.sum(0)
+                torch.mm(h0.T, d_vh, out=grads["Wh0"])
+                torch.sum(d_vx, 0, out=grads["Bh0"])
                 grad = d_vx
         return grad
 
@@ -402,11 +416,17 @@ class GRU4Rec(Recommender):
                 f"{int((self.item_support_ == 0).sum())} items of the item index have no "
                 "training event; build the index from the training data"
             )
-        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        device_generator = (
-            generator if self.device.type == "cpu"
-            else torch.Generator(device=self.device).manual_seed(cfg.seed)
-        )  # fmt: skip
+        # Initialisation from torch's CPU generator on every device; on the CPU, samples and
+        # dropout come from NumPy generators (drawn in blocks), elsewhere from the device's.
+        init = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        sample_rng: np.random.Generator | torch.Generator
+        dropout_rng: np.random.Generator | torch.Generator
+        if self.device.type == "cpu":
+            sample_rng, dropout_rng = map(
+                np.random.default_rng, np.random.SeedSequence(cfg.seed).spawn(2)
+            )
+        else:
+            sample_rng = dropout_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         # Training runs on items renumbered by popularity (most clicked first): the rows a
         # step reads and updates then crowd together in memory, which keeps them in cache.
         # The model's own item order is restored whenever parameters are handed out.
@@ -417,28 +437,16 @@ class GRU4Rec(Recommender):
         rank_t = torch.as_tensor(rank, device=self.device)
         params = {
             name: p.index_select(0, order_t) if name in _ITEM_ROWS else p
-            for name, p in self._init_params(train.n_items, generator).items()
+            for name, p in self._init_params(train.n_items, init).items()
         }
-        # Dense parameters live in one flat tensor, so one optimizer pass updates them all.
-        dense_names = [name for name in params if name not in _ITEM_ROWS]
-        flat = torch.cat([params[name].reshape(-1) for name in dense_names])
-        offset = 0
-        for name in dense_names:
-            size = params[name].numel()
-            params[name] = flat[offset : offset + size].view(params[name].shape)
-            offset += size
         sessions = replace(train, items=rank[train.items])
-        support = self.item_support_[order]
-        log_support = torch.log(torch.as_tensor(support, dtype=torch.float32, device=self.device))
+        support = self.item_support_[order].astype(np.float64)
         store = (
             SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size,
-                        device_generator)
+                        sample_rng)
             if cfg.n_sample > 0 else None
         )  # fmt: skip
-        optimizer = AdagradM(
-            {"dense": flat, **{name: params[name] for name in _ITEM_ROWS if name in params}},
-            cfg.learning_rate, cfg.momentum,
-        )  # fmt: skip
+        work = self._work(params, support, dropout_rng)
         hidden: list[Tensor] = []
 
         def publish() -> None:
@@ -447,7 +455,7 @@ class GRU4Rec(Recommender):
                 for name, p in params.items()
             }
 
-        def step(batch: Step) -> Tensor:
+        def step(batch: Step) -> Tensor | float:
             nonlocal hidden
             if batch.keep is not None:
                 keep = torch.as_tensor(batch.keep, device=self.device)
@@ -461,13 +469,12 @@ class GRU4Rec(Recommender):
             if store is None and len(batch.inputs) < 2:
                 # One row without extra samples has no negatives to rank against; only the
                 # last session's tail is left (the reference ends the epoch here).
-                return torch.zeros(())
+                return 0.0
             x = torch.as_tensor(batch.inputs, device=self.device)
             y = torch.as_tensor(batch.targets, device=self.device)
             if store is not None:
                 y = torch.cat((y, store.next()))
-            loss, hidden = self._train_step(x, y, hidden, params, dense_names, optimizer,
-                                            log_support, device_generator)  # fmt: skip
+            loss, hidden = self._train_step(x, y, hidden, work)
             return loss
 
         def on_epoch(stats: EpochStats) -> None:
@@ -481,63 +488,108 @@ class GRU4Rec(Recommender):
         )  # fmt: skip
         publish()
 
-    def _train_step(
+    def _work(
         self,
-        x: Tensor,
-        y: Tensor,
-        hidden: list[Tensor],
-        p: dict[str, Tensor],
-        dense_names: list[str],
-        optimizer: AdagradM,
-        log_support: Tensor,
-        generator: torch.Generator,
-    ) -> tuple[Tensor, list[Tensor]]:
+        params: dict[str, Tensor],
+        support: np.ndarray,
+        dropout_rng: np.random.Generator | torch.Generator,
+    ) -> _Work:
+        """The state of training ``params`` (items in the order of ``support``)."""
+        cfg = self.config
+        # Dense parameters and their gradients live in flat tensors, so one optimizer pass
+        # updates them all and the backward pass writes the gradients in place.
+        dense_names = [name for name in params if name not in _ITEM_ROWS]
+        flat = torch.cat([params[name].reshape(-1) for name in dense_names])
+        flat_grad = torch.zeros_like(flat)
+        grads: dict[str, Tensor] = {}
+        offset = 0
+        for name in dense_names:
+            size = params[name].numel()
+            params[name] = flat[offset : offset + size].view(params[name].shape)
+            grads[name] = flat_grad[offset : offset + size].view(params[name].shape)
+            offset += size
+        rows = {name: params[name] for name in _ITEM_ROWS if name in params}
+        dtype = torch.empty((), dtype=params["Wy"].dtype).numpy().dtype
+        return _Work(
+            params=params,
+            grads=grads,
+            flat_grad=flat_grad,
+            optimizer=AdagradM({"dense": flat, **rows}, cfg.learning_rate, cfg.momentum),
+            dropout=DropoutScales(dropout_rng),
+            log_support=torch.log(
+                torch.as_tensor(support, dtype=params["Wy"].dtype, device=self.device)
+            ),
+            column_weights=(
+                (support**-cfg.logq).astype(dtype),
+                (support ** (-cfg.logq * cfg.sample_alpha)).astype(dtype),
+            ),
+            scratch=np.full(len(support), -1, dtype=np.int64),
+        )
+
+    def _train_step(
+        self, x: Tensor, y: Tensor, hidden: list[Tensor], work: _Work
+    ) -> tuple[Tensor | float, list[Tensor]]:
         """Forward, loss, backward and update for one mini-batch; returns (loss, hidden).
 
         Only the rows of the item-indexed matrices that this step uses are gathered,
-        scored and updated: the step never touches (or scores) the whole catalogue.
+        scored and updated: the step never touches (or scores) the whole catalogue. Sampled
+        columns repeat popular items, so each distinct output row is scored, differentiated
+        and updated once (the loss still sees every column).
         """
-        cfg = self.config
-        n = len(x)
+        p = work.params
+        if self.device.type == "cpu":
+            unique, inverse = (
+                torch.from_numpy(a) for a in fused.unique_inverse(y.numpy(), work.scratch)
+            )
+        else:
+            unique, inverse = torch.unique(y, return_inverse=True)
         in_name, x_rows = self._input_rows(x, p)
-        out_rows = p["Wy"].index_select(0, y)  # (n_out, d)
-        bias = p["By"].index_select(0, y)  # (n_out,)
+        out_rows = p["Wy"].index_select(0, unique)  # (k, d)
         tape: list = []
-        vector, hidden = self._forward(x_rows, hidden, p, generator, tape)
-        R = torch.addmm(bias, vector, out_rows.T)  # (n, n_out)
-        loss, d_R = self._loss_and_grad(R, y, n, log_support)
-        d_R.mul_(1.0 / cfg.batch_size)
-        grads: dict[str, Tensor] = {}
-        d_x = self._backward(d_R @ out_rows, tape, p, grads)
-        optimizer.dense("dense", torch.cat([grads[name].reshape(-1) for name in dense_names]))
-        d_out = d_R.T @ vector  # (n_out, d)
-        bias = ("By", d_R.sum(0))
+        vector, hidden = self._forward(x_rows, hidden, p, work.dropout, tape)
+        R = torch.addmm(p["By"].index_select(0, unique), vector, out_rows.T)  # (n, k)
+        loss, d_R, d_bias = self._loss_and_grad(R, y, inverse, work)
+        d_x = self._backward(d_R @ out_rows, tape, p, work.grads)
+        work.optimizer.dense("dense", work.flat_grad)
+        d_out = d_R.T @ vector  # (k, d)
         if in_name == "Wy":
             # Shared embedding: one update of Wy with the input and output gradients summed.
-            optimizer.rows("Wy", (x, d_x), (y, d_out), bias=bias)
+            work.optimizer.rows("Wy", unique, d_out, extra=(x, d_x), bias=("By", d_bias))
         else:
-            optimizer.rows("Wy", (y, d_out), bias=bias)
-            optimizer.rows(in_name, (x, d_x))
-        return loss / cfg.batch_size, [h.detach() for h in hidden]
+            work.optimizer.rows("Wy", unique, d_out, bias=("By", d_bias))
+            work.optimizer.rows(in_name, None, None, extra=(x, d_x))
+        return loss, hidden
 
     def _loss_and_grad(
-        self, R: Tensor, y: Tensor, n: int, log_support: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """(summed loss, dLoss/dR). Compiled kernels on the CPU for the two published
-        losses; otherwise autograd through the formula in ``losses``."""
+        self, R: Tensor, y: Tensor, inverse: Tensor, work: _Work
+    ) -> tuple[Tensor | float, Tensor, Tensor]:
+        """The loss of the step (divided by ``batch_size``) and its gradients with respect
+        to the distinct items' scores ``R`` (n, k) and biases (k,).
+
+        Column j of the loss's score matrix is ``R[:, inverse[j]]``. Compiled kernels on
+        the CPU for the two published losses; otherwise autograd through the formula in
+        ``losses``.
+        """
         cfg = self.config
-        if self.device.type == "cpu" and cfg.loss in ("cross-entropy", "bpr-max"):
-            if cfg.loss == "cross-entropy":
-                log_q = self._log_q(y, n, log_support) if cfg.logq > 0 else None
-                loss = fused.cross_entropy_grad(R, log_q, cfg.logq)
-            else:
-                loss = fused.bpr_max_grad(R, cfg.bpreg, cfg.elu)
-            return torch.tensor(loss), R
+        n, k = R.shape
+        scale = 1.0 / cfg.batch_size
+        d_bias = R.new_empty(k)
+        if self.device.type == "cpu" and cfg.loss == "cross-entropy":
+            d_R = R.new_empty((n, k))
+            loss = fused.cross_entropy_grad(R, y, inverse, *work.column_weights, scale, d_R,
+                                            d_bias)  # fmt: skip
+            return loss * scale, d_R, d_bias
+        d_R = R.new_zeros((n, k))
+        R = R.index_select(1, inverse)
+        if self.device.type == "cpu" and cfg.loss == "bpr-max":
+            loss = fused.bpr_max_grad(R, cfg.bpreg, cfg.elu, inverse, scale, d_R, d_bias)
+            return loss * scale, d_R, d_bias
         with torch.enable_grad():
             R.requires_grad_(True)
-            loss = self._loss(R, y, n, log_support)
-            (d_R,) = torch.autograd.grad(loss, R)
-        return loss.detach(), d_R
+            loss = self._loss(R, y, n, work.log_support)
+            (grad,) = torch.autograd.grad(loss, R)
+        d_R.index_add_(1, inverse, grad, alpha=scale)
+        return loss.detach() * scale, d_R, torch.sum(d_R, 0, out=d_bias)
 
     def _log_q(self, y: Tensor, n: int, log_support: Tensor) -> Tensor:
         """log Q of each sampled column: support for in-batch targets, support^alpha after."""

@@ -2,10 +2,10 @@
 
 On a CPU a chain of small tensor operations costs more in dispatch than in arithmetic.
 ``cross_entropy_grad`` and ``bpr_max_grad`` compute the loss of
-:mod:`nextclick.training.losses` and its gradient with respect to the scores (written over
-the score matrix); exponentials stay vectorised tensor operations, the reductions and the
-gradient are one compiled pass. ``gru_gate_grads`` is the GRU cell's gate backward. Each
-must equal its torch counterpart (the tests check this in float64).
+:mod:`nextclick.training.losses` and its gradient with respect to the scores, summed over
+the columns that score the same item; exponentials stay vectorised tensor operations, the
+reductions and the gradient are one compiled pass. ``gru_gate_grads`` is the GRU cell's gate
+backward. Each must equal its torch counterpart (the tests check this in float64).
 """
 
 from __future__ import annotations
@@ -20,39 +20,98 @@ from torch import Tensor
 from nextclick.training.losses import EPS
 
 
-def cross_entropy_grad(R: Tensor, log_q: Tensor | None, logq: float) -> float:
-    """Sum over rows of ``-log(softmax(R - logq*log_q)_ii + eps)``; R becomes dLoss/dR.
+@numba.njit(cache=True, nogil=True)
+def unique_inverse(index, slots):
+    """(distinct values of ``index`` in order of first appearance, position of each entry
+    among them). ``slots`` is a -1 filled scratch array over the value range, left as is."""
+    unique = np.empty(len(index), dtype=np.int64)
+    inverse = np.empty(len(index), dtype=np.int64)
+    k = 0
+    for i in range(len(index)):
+        value = index[i]
+        if slots[value] < 0:
+            slots[value] = k
+            unique[k] = value
+            k += 1
+        inverse[i] = slots[value]
+    for s in range(k):
+        slots[unique[s]] = -1
+    return unique[:k], inverse
 
-    The exponentials run as (vectorised) tensor operations, the reductions and the
-    gradient in one compiled pass.
+
+def cross_entropy_grad(
+    R: Tensor,
+    y: Tensor,
+    inverse: Tensor,
+    weight_target: np.ndarray,
+    weight_sample: np.ndarray,
+    scale: float,
+    out: Tensor,
+    bias_out: Tensor,
+) -> float:
+    """Cross-entropy with log-Q correction over the columns of a sampled step, from the
+    scores of its distinct items; returns the loss summed over rows.
+
+    ``R`` (n, k) holds the scores of the distinct items (it is overwritten); column j of the
+    loss's matrix scores item ``y[j]`` = distinct item ``inverse[j]``, minus
+    ``logq * log Q_j``. exp(-logq log Q) is ``weight_target[y[j]]`` for the n in-batch
+    targets and ``weight_sample[y[j]]`` for the extra samples, so the softmax over the
+    columns is exp(R) weighted by the summed weight of each distinct item's columns, and
+    nothing of size (n, columns) is formed. ``out`` (n, k) receives ``scale`` * dLoss/dR,
+    ``bias_out`` (k,) its column sums.
     """
-    if logq > 0 and log_q is not None:
-        R.sub_(log_q, alpha=logq)
     R.sub_(R.amax(dim=1, keepdim=True))
     R.exp_()
-    return _softmax_cross_entropy_grad(R.numpy())
+    return _softmax_cross_entropy_grad(
+        R.numpy(), y.numpy(), inverse.numpy(), weight_target, weight_sample, scale,
+        out.numpy(), bias_out.numpy(),
+    )  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy",
             fastmath={"reassoc", "contract"})  # fmt: skip
-def _softmax_cross_entropy_grad(E):
-    """E holds exp(scores - row max); it becomes (p - onehot) * p_ii / (p_ii + eps)."""
-    n, m = E.shape
-    losses = np.zeros(n)
+def _softmax_cross_entropy_grad(E, y, inverse, weight_target, weight_sample, scale, out,
+                                bias_out):  # fmt: skip
+    """E holds exp(R - row max). Per row, p_j = E w_j / sum; the gradient with respect to
+    column j is (p_j - [j = i]) p_ii / (p_ii + eps), summed per distinct item."""
+    n, k = E.shape
+    weight = np.zeros(k, dtype=E.dtype)  # summed weight of each distinct item's columns
+    cast = np.empty(1, dtype=E.dtype)  # keeps the inner loop in E's precision
+    for j in range(len(inverse)):
+        weight[inverse[j]] += weight_target[y[j]] if j < n else weight_sample[y[j]]
+    bias_out[:] = 0.0
+    loss = 0.0
     for i in range(n):
-        row = E[i]
-        total = row.sum()
-        p_ii = row[i] / total
-        losses[i] = -math.log(p_ii + EPS)
-        scale = (p_ii / (p_ii + EPS)) / total
-        for j in range(m):
-            row[j] *= scale
-        row[i] -= p_ii / (p_ii + EPS)
-    return losses.sum()
+        total = 0.0
+        for u in range(k):
+            total += E[i, u] * weight[u]
+        positive = inverse[i]
+        p_ii = E[i, positive] * weight_target[y[i]] / total
+        loss -= math.log(p_ii + EPS)
+        keep = p_ii / (p_ii + EPS)
+        cast[0] = scale * keep / total
+        c = cast[0]
+        for u in range(k):
+            g = E[i, u] * weight[u] * c
+            out[i, u] = g
+            bias_out[u] += g
+        out[i, positive] -= scale * keep
+        bias_out[positive] -= scale * keep
+    return loss
 
 
-def bpr_max_grad(R: Tensor, bpreg: float, elu_param: float) -> float:
-    """Sum over rows of the bpr-max loss (with ELU when elu_param > 0); R becomes dLoss/dR.
+def bpr_max_grad(
+    R: Tensor,
+    bpreg: float,
+    elu_param: float,
+    inverse: Tensor,
+    scale: float,
+    out: Tensor,
+    bias_out: Tensor,
+) -> float:
+    """Sum over rows of the bpr-max loss (with ELU when elu_param > 0) of the score matrix
+    ``R``; adds ``scale`` * dLoss/dR[:, j] into column ``inverse[j]`` of ``out`` (zeros,
+    one column per distinct item) and writes the column sums of ``out`` to ``bias_out``.
 
     Per row, with S = elu(R), s = softmax of S over the negatives, sig_k = sigmoid(S_i - S_k),
     A = sum s_k sig_k and Q = sum s_k S_k^2:
@@ -65,18 +124,19 @@ def bpr_max_grad(R: Tensor, bpreg: float, elu_param: float) -> float:
         scores = torch.where(negative, torch.expm1(R).mul_(elu_param), R)
         slope = torch.where(negative, scores + elu_param, torch.ones_like(R))
     else:
-        scores = R.clone()
+        scores = R
         slope = R[:0]
     positive = torch.diagonal(scores).unsqueeze(1)
     sig = torch.sigmoid(positive - scores)
     diagonal = torch.eye(R.shape[0], R.shape[1], dtype=torch.bool)
     top = scores.masked_fill(diagonal, -torch.inf).amax(dim=1, keepdim=True)
     soft = torch.exp(scores - top).masked_fill_(diagonal, 0.0)
-    return _bpr_max_grad(R.numpy(), scores.numpy(), soft.numpy(), sig.numpy(), slope.numpy(), bpreg)
+    return _bpr_max_grad(scores.numpy(), soft.numpy(), sig.numpy(), slope.numpy(), bpreg,
+                         inverse.numpy(), scale, out.numpy(), bias_out.numpy())  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _bpr_max_grad(out, scores, soft, sig, slope, bpreg):
+def _bpr_max_grad(scores, soft, sig, slope, bpreg, inverse, scale, out, bias_out):
     n, m = scores.shape
     losses = np.zeros(n)
     for i in range(n):
@@ -97,11 +157,18 @@ def _bpr_max_grad(out, scores, soft, sig, slope, bpreg):
             s = soft[i, j]
             g = sig[i, j]
             v = scores[i, j]
-            out[i, j] = -s * (g * g - a) * inv + bpreg * s * (v * v - q + 2.0 * v)
-        out[i, i] = -d_pos * inv
-        if len(slope):
-            for j in range(m):
-                out[i, j] *= slope[i, j]
+            if j == i:
+                d = -d_pos * inv
+            else:
+                d = -s * (g * g - a) * inv + bpreg * s * (v * v - q + 2.0 * v)
+            if len(slope):
+                d *= slope[i, j]
+            out[i, inverse[j]] += scale * d
+    for u in range(out.shape[1]):
+        bias_out[u] = 0.0
+    for i in range(n):
+        for u in range(out.shape[1]):
+            bias_out[u] += out[i, u]
     return losses.sum()
 
 

@@ -37,7 +37,7 @@ def train_epochs(
     sessions: SessionData,
     batch_size: int,
     n_epochs: int,
-    step: Callable[[Step], torch.Tensor],
+    step: Callable[[Step], torch.Tensor | float],
     *,
     name: str = "train",
     progress: bool = False,
@@ -46,9 +46,9 @@ def train_epochs(
     """Run ``step`` on every mini-batch of ``n_epochs`` epochs.
 
     ``step`` returns the mini-batch loss (summed over its rows, divided by the nominal batch
-    size) as a 0-d tensor; it is accumulated on the device and read once per epoch, so a
-    GPU is not synchronised at every step. The reported loss weights each mini-batch by its
-    number of rows, as the reference does.
+    size) as a float or a detached 0-d tensor; a tensor is accumulated on its device and
+    read once per epoch, so a GPU is not synchronised at every step. The reported loss
+    weights each mini-batch by its number of rows, as the reference does.
     """
     pairs = n_pairs(sessions)
     history: list[EpochStats] = []
@@ -59,7 +59,7 @@ def train_epochs(
         bar = tqdm(total=pairs, desc=f"{name} epoch {epoch}", unit="ev", disable=not progress,
                    leave=False)  # fmt: skip
         for batch in session_parallel(sessions, batch_size):
-            total = total + step(batch).detach() * len(batch.inputs)
+            total = total + step(batch) * len(batch.inputs)
             n_batches += 1
             bar.update(len(batch.inputs))
         bar.close()

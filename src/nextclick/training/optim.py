@@ -43,15 +43,20 @@ class AdagradM:
         self.mom = {name: torch.zeros_like(p) for name, p in params.items()} if momentum else {}
         self._slots: dict[str, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, tuple] = {}
 
-    def _views(self, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    def _views(self, name: str, shape: tuple[int, ...]) -> tuple:
         """NumPy views of (weights, accumulator, momentum) and the scalars in their type."""
-        param = self.params[name]
-        tensors = (param, self.acc[name], self.mom[name] if self.momentum else param)
-        arrays = tuple(t.view(shape).numpy() for t in tensors)
+        arrays = self._arrays.get(name)
+        if arrays is None:
+            # Made once: converting a tensor costs several dispatches, reshaping a view not.
+            param = self.params[name]
+            tensors = (param, self.acc[name], self.mom[name] if self.momentum else param)
+            arrays = self._arrays[name] = tuple(t.numpy() for t in tensors)
         # Scalars of the weights' type keep the compiled arithmetic in float32.
         kind = arrays[0].dtype.type
-        return (*arrays, kind(self.learning_rate), kind(self.momentum), kind(self.eps))
+        return (*(a.reshape(shape) for a in arrays), kind(self.learning_rate),
+                kind(self.momentum), kind(self.eps))  # fmt: skip
 
     @torch.no_grad()
     def dense(self, name: str, grad: Tensor) -> None:
@@ -78,42 +83,47 @@ class AdagradM:
     def rows(
         self,
         name: str,
-        *parts: tuple[Tensor, Tensor],
+        rows: Tensor | None,
+        grad: Tensor | None,
+        *,
+        extra: tuple[Tensor, Tensor] | None = None,
         bias: tuple[str, Tensor] | None = None,
     ) -> None:
-        """Update rows of parameter ``name``; each part is (row indices, their gradients).
+        """Update rows of parameter ``name``.
 
-        ``grad[i]`` is the gradient of row ``index[i]``; duplicates, within and across
-        parts, are summed before the (non-linear) update. One or two parts. ``bias`` =
-        (name of a vector, gradients of the last part's rows) also updates that vector's
-        entries of the last part's rows, in the same pass (an output layer's bias).
+        ``rows`` are distinct row indices and ``grad`` their gradients (overwritten on the
+        CPU); ``extra`` = (indices, gradients) adds the gradients of further rows, repeats
+        allowed and overlapping ``rows``, before the (non-linear) update. ``bias`` = (name of
+        a vector, one gradient per entry of ``rows``) updates that vector's entries of
+        ``rows`` in the same pass (an output layer's bias).
         """
         param = self.params[name]
-        if param.device.type != "cpu":
-            index = torch.cat([i for i, _ in parts])
-            self._rows_torch(name, index, torch.cat([g for _, g in parts]))
-            if bias is not None:
-                self._rows_torch(bias[0], parts[-1][0], bias[1])
-            return
         n_rows = len(param)
         dim = param.numel() // max(n_rows, 1)
+        if rows is None or grad is None:
+            rows = torch.zeros(0, dtype=torch.int64, device=param.device)
+            grad = param.new_zeros((0, dim))
+        if extra is None:
+            extra = (rows[:0], grad[:0])
+        if param.device.type != "cpu":
+            self._rows_torch(name, torch.cat((rows, extra[0])), torch.cat((grad, extra[1])))
+            if bias is not None:
+                self._rows_torch(bias[0], rows, bias[1])
+            return
         if name not in self._slots:
             self._slots[name] = np.full(n_rows, -1, dtype=np.int64)
-        # With one part, it is part b (the part whose rows may carry a bias gradient).
-        empty = (parts[0][0][:0], parts[0][1][:0])
-        (index_a, grad_a), (index_b, grad_b) = (empty, *parts)[-2:]
-        n = len(index_a) + len(index_b)
+        n = len(extra[0])
         buffer = self._buffers.get(name)
         if buffer is None or len(buffer) < n:
-            buffer = self._buffers[name] = np.empty((max(n, 4096), dim), param.numpy().dtype)
+            buffer = self._buffers[name] = np.empty((max(n, 256), dim), param.numpy().dtype)
         if bias is None:
             bias_arrays = (buffer[:0, 0],) * 4
         else:
             bias_arrays = (*self._views(bias[0], (-1,))[:3], bias[1].numpy())
         _rows_update(
             *self._views(name, (n_rows, dim)),
-            index_a.numpy(), grad_a.reshape(len(index_a), dim).numpy(),
-            index_b.numpy(), grad_b.reshape(len(index_b), dim).numpy(),
+            rows.numpy(), grad.reshape(len(rows), dim).numpy(),
+            extra[0].numpy(), extra[1].reshape(n, dim).numpy(),
             self._slots[name], buffer, *bias_arrays,
         )  # fmt: skip
 
@@ -158,78 +168,70 @@ def _dense_update(weights, acc, mom, lr, momentum, eps, grad):
             weights[i] -= lr * g / np.sqrt(a + eps)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gather_rows(index, grad, slots, summed, unique, k):
-    """Add each gradient row into its row's slot of ``summed``; returns the slots in use."""
-    dim = grad.shape[1]
-    for i in range(len(index)):
-        row = index[i]
-        slot = slots[row]
-        if slot < 0:
-            slots[row] = k
-            unique[k] = row
-            for j in range(dim):
-                summed[k, j] = grad[i, j]
-            k += 1
-        else:
-            for j in range(dim):
-                summed[slot, j] += grad[i, j]
-    return k
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _adagrad_row(weights, acc, mom, row, grad, s, lr, momentum, eps):
+    """Update row ``row`` of weights with gradient row ``s`` of ``grad``. 2-D indexing
+    rather than row views, which would cost reference counting per row."""
+    if momentum > 0:
+        for j in range(weights.shape[1]):
+            g = grad[s, j]
+            a = acc[row, j] + g * g
+            acc[row, j] = a
+            v = momentum * mom[row, j] - lr * g / np.sqrt(a + eps)
+            mom[row, j] = v
+            weights[row, j] += v
+    else:
+        for j in range(weights.shape[1]):
+            g = grad[s, j]
+            a = acc[row, j] + g * g
+            acc[row, j] = a
+            weights[row, j] -= lr * g / np.sqrt(a + eps)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _rows_update(
-    weights, acc, mom, lr, momentum, eps, index_a, grad_a, index_b, grad_b, slots, summed,
+    weights, acc, mom, lr, momentum, eps, rows, grad, extra_index, extra_grad, slots, buffer,
     bias, bias_acc, bias_mom, bias_grad,
 ):  # fmt: skip
-    """Sum the gradients of duplicate rows, then apply Adagrad with momentum to each row.
-
-    ``slots`` maps a row to its place in ``summed`` (a reused buffer) and is left at -1.
-    When ``bias_grad`` is not empty, the rows of part b also update their ``bias`` entry.
-    """
+    """Add the extra gradients to their rows (``grad`` for ``rows``, ``buffer`` for the
+    others, found through ``slots``, which is left at -1), then update every row once."""
+    k = len(rows)
     dim = weights.shape[1]
-    unique = np.empty(len(index_a) + len(index_b), dtype=np.int64)
-    k = _gather_rows(index_a, grad_a, slots, summed, unique, 0)
-    k = _gather_rows(index_b, grad_b, slots, summed, unique, k)
-    # Two copies of the update loop so that neither carries a branch; 2-D indexing rather
-    # than row views, which would cost reference counting per row.
-    if momentum > 0:
-        for s in range(k):
-            row = unique[s]
-            for j in range(dim):
-                g = summed[s, j]
-                a = acc[row, j] + g * g
-                acc[row, j] = a
-                v = momentum * mom[row, j] - lr * g / np.sqrt(a + eps)
-                mom[row, j] = v
-                weights[row, j] += v
-    else:
-        for s in range(k):
-            row = unique[s]
-            for j in range(dim):
-                g = summed[s, j]
-                a = acc[row, j] + g * g
-                acc[row, j] = a
-                weights[row, j] -= lr * g / np.sqrt(a + eps)
-    if len(bias_grad):
-        # Only part b's rows have a bias gradient; the slots still map rows to sums.
-        bias_sum = np.zeros(k, dtype=summed.dtype)
-        touched = np.zeros(k, dtype=np.bool_)
-        for i in range(len(index_b)):
-            s = slots[index_b[i]]
-            bias_sum[s] += bias_grad[i]
-            touched[s] = True
-        for s in range(k):
-            if touched[s]:
-                row = unique[s]
-                g = bias_sum[s]
-                a = bias_acc[row] + g * g
-                bias_acc[row] = a
-                if momentum > 0:
-                    v = momentum * bias_mom[row] - lr * g / np.sqrt(a + eps)
-                    bias_mom[row] = v
-                    bias[row] += v
-                else:
-                    bias[row] -= lr * g / np.sqrt(a + eps)
     for s in range(k):
-        slots[unique[s]] = -1
+        slots[rows[s]] = s
+    others = np.empty(len(extra_index), dtype=np.int64)
+    m = 0
+    for i in range(len(extra_index)):
+        row = extra_index[i]
+        s = slots[row]
+        if s < 0:
+            slots[row] = k + m
+            others[m] = row
+            for j in range(dim):
+                buffer[m, j] = extra_grad[i, j]
+            m += 1
+        elif s < k:
+            for j in range(dim):
+                grad[s, j] += extra_grad[i, j]
+        else:
+            for j in range(dim):
+                buffer[s - k, j] += extra_grad[i, j]
+    for s in range(k):
+        _adagrad_row(weights, acc, mom, rows[s], grad, s, lr, momentum, eps)
+    for s in range(m):
+        _adagrad_row(weights, acc, mom, others[s], buffer, s, lr, momentum, eps)
+    for s in range(len(bias_grad)):
+        row = rows[s]
+        g = bias_grad[s]
+        a = bias_acc[row] + g * g
+        bias_acc[row] = a
+        if momentum > 0:
+            v = momentum * bias_mom[row] - lr * g / np.sqrt(a + eps)
+            bias_mom[row] = v
+            bias[row] += v
+        else:
+            bias[row] -= lr * g / np.sqrt(a + eps)
+    for s in range(k):
+        slots[rows[s]] = -1
+    for s in range(m):
+        slots[others[s]] = -1

@@ -1,8 +1,9 @@
-"""Extra negative samples drawn with probability proportional to support^sample_alpha.
+"""Randomness of a training step: extra negative samples and dropout multipliers.
 
-Samples come from a precomputed store of millions of ids, refilled when used up, so that a
-training step costs one slice, not a draw. The store is filled with Walker's alias method:
-two uniform numbers per id and no search, exact up to floating-point rounding.
+Samples are drawn with probability proportional to support^sample_alpha and come from a
+precomputed store of millions of ids, refilled when used up, so that a training step costs
+one slice, not a draw. The store is filled with Walker's alias method: no search, exact up
+to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return accept, alias
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def _alias_draw(column, coin, accept, alias, out):
-    """One alias-method draw per (uniform column, uniform coin) pair."""
-    for i in numba.prange(len(out)):
-        c = column[i]
-        out[i] = c if coin[i] < accept[c] else alias[c]
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _alias_draw(uniform, accept, alias, out):
+    """One alias-method draw per float64 uniform ``u``: the integer part of ``u * n_items``
+    picks the column and its fraction is the coin (53 - log2(n_items) bits: finer than a
+    float32 coin for any catalogue under 2^29 items)."""
+    n = len(accept)
+    for i in range(len(out)):
+        u = uniform[i] * n
+        c = min(int(u), n - 1)
+        out[i] = c if u - c < accept[c] else alias[c]
 
 
 class SampleStore:
@@ -65,8 +70,9 @@ class SampleStore:
         Items per block (one block per training step).
     store_size
         Item ids drawn at once (rounded down to whole blocks; at least one block).
-    generator
-        Source of randomness; its device is where the samples live.
+    rng
+        Source of randomness: a NumPy generator (the samples are on the CPU) or a
+        ``torch.Generator`` (the samples live on its device).
     """
 
     def __init__(
@@ -75,32 +81,32 @@ class SampleStore:
         sample_alpha: float,
         n_sample: int,
         store_size: int,
-        generator: torch.Generator,
+        rng: np.random.Generator | torch.Generator,
     ) -> None:
         accept, alias = _alias_table(np.asarray(support, dtype=np.float64) ** sample_alpha)
-        device = generator.device
-        self._accept = torch.as_tensor(accept, dtype=torch.float32, device=device)
-        self._alias = torch.as_tensor(alias, dtype=torch.int64, device=device)
+        self._rng = rng
+        if isinstance(rng, torch.Generator):
+            self._accept = torch.as_tensor(accept, dtype=torch.float32, device=rng.device)
+            self._alias = torch.as_tensor(alias, dtype=torch.int64, device=rng.device)
+        else:
+            self._accept, self._alias = accept, alias
         self.n_sample = n_sample
         self.n_blocks = max(1, store_size // max(n_sample, 1))
-        self._generator = generator
         self._blocks = torch.empty(0, dtype=torch.int64)
         self._next = self.n_blocks
 
     def _refill(self) -> None:
         size = self.n_blocks * self.n_sample
-        device = self._generator.device
-        # Integer columns (exact for any catalogue size) and float32 coins.
-        column = torch.randint(len(self._alias), (size,), generator=self._generator, device=device)
-        coin = torch.rand(size, generator=self._generator, device=device)
-        if device.type == "cpu":
-            picks = torch.empty(size, dtype=torch.int64)
-            _alias_draw(column.numpy(), coin.numpy(), self._accept.numpy(), self._alias.numpy(),
-                        picks.numpy())  # fmt: skip
-        else:
+        if isinstance(self._rng, torch.Generator):
+            # Integer columns and float32 coins, drawn on the generator's device.
+            device = self._rng.device
+            column = torch.randint(len(self._alias), (size,), generator=self._rng, device=device)
+            coin = torch.rand(size, generator=self._rng, device=device)
             accept = self._accept.index_select(0, column)
             picks = torch.where(coin < accept, column, self._alias.index_select(0, column))
-
+        else:
+            picks = torch.empty(size, dtype=torch.int64)
+            _alias_draw(self._rng.random(size), self._accept, self._alias, picks.numpy())
         self._blocks = picks.view(self.n_blocks, self.n_sample)
         self._next = 0
 
@@ -111,3 +117,31 @@ class SampleStore:
         block = self._blocks[self._next]
         self._next += 1
         return block
+
+
+class DropoutScales:
+    """Dropout multipliers: 0 with probability ``prob``, else ``1 / (1 - prob)``.
+
+    On the CPU they are drawn a million at a time with NumPy (a few thousand per step from
+    torch's generator cost more than the rest of the step's element-wise work); on a GPU
+    they are drawn per call with a ``torch.Generator`` on that device.
+    """
+
+    _BLOCK = 1 << 20
+
+    def __init__(self, rng: np.random.Generator | torch.Generator) -> None:
+        self._rng = rng
+        self._blocks: dict[float, tuple[np.ndarray, int]] = {}
+
+    def __call__(self, shape: tuple[int, int], prob: float) -> torch.Tensor:
+        size = shape[0] * shape[1]
+        if isinstance(self._rng, torch.Generator):
+            keep = torch.rand(shape, generator=self._rng, device=self._rng.device) >= prob
+            return keep.to(torch.float32).mul_(1.0 / (1.0 - prob))
+        block, used = self._blocks.get(prob, (np.empty(0, np.float32), 0))
+        if used + size > len(block):
+            uniform = self._rng.random(max(self._BLOCK, size), dtype=np.float32)
+            block = (uniform >= prob).astype(np.float32) * np.float32(1.0 / (1.0 - prob))
+            used = 0
+        self._blocks[prob] = (block, used + size)
+        return torch.from_numpy(block[used : used + size]).view(shape)
