@@ -23,6 +23,7 @@ demo: $(STAMP)
 		--cutoffs 1 5 10 20 --ties conservative
 
 test: $(STAMP)
+	bash scripts/test-services.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 

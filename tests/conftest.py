@@ -28,3 +28,36 @@ def rsc15_sample() -> Rsc15Sample:
     return Rsc15Sample(
         index, encode_sessions(train, index).sessions, encode_sessions(test, index).sessions
     )
+
+
+GRU_PARAMS = {"layers": (32,), "n_epochs": 1, "n_sample": 256, "batch_size": 32}
+
+
+@pytest.fixture(scope="session")
+def model_dirs(rsc15_sample: Rsc15Sample, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Small models of several kinds trained on the bundled sample, saved as directories
+    (for the service tests)."""
+    from nextclick.models import create_model
+
+    root = tmp_path_factory.mktemp("models")
+    specs = {
+        "gru4rec": ("gru4rec", GRU_PARAMS),
+        "gru4rec-other": ("gru4rec", {**GRU_PARAMS, "seed": 7}),
+        "vsknn": ("vsknn", {}),
+        "itemknn": ("itemknn", {}),
+        "pop": ("pop", {}),
+    }
+    dirs = {}
+    for label, (name, params) in specs.items():
+        model = create_model(name, params).fit(rsc15_sample.train, rsc15_sample.item_index)
+        model.save(root / label)
+        dirs[label] = root / label
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def popular_ids(model_dirs: dict) -> list:
+    """The 20 most clicked item ids of the sample, most clicked first."""
+    from nextclick.serving.engine import Engine
+
+    return [item for item, _ in Engine.load(model_dirs["gru4rec"]).popular(20)]

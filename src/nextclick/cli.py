@@ -121,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_args(p)
     _columns_args(p)
     _json_arg(p)
+
+    p = sub.add_parser("serve", help="real-time HTTP service over a saved model")
+    p.add_argument("model_dir", type=Path, help="model directory (from train or run --out)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1,
+                   help="service processes (more than 1 needs --state redis://...)")  # fmt: skip
+    p.add_argument("--state", default="memory", metavar="URL",
+                   help="session store: memory (default) or redis://HOST:PORT[/DB]")  # fmt: skip
+    p.add_argument("--admin-token", default=None,
+                   help="bearer token of the admin endpoints; better NEXTCLICK_ADMIN_TOKEN, "
+                        "as a command line shows in ps; without one they are disabled")  # fmt: skip
+    p.add_argument("--session-ttl", type=float, default=1800.0, metavar="SECONDS",
+                   help="a session expires after this long without use (1800)")  # fmt: skip
+    p.add_argument("--session-memory", type=int, default=1024, metavar="MB",
+                   help="bound of the in-process session store (1024)")  # fmt: skip
     return parser
 
 
@@ -307,6 +323,14 @@ def comparison_table(records: list[dict[str, Any]], cutoffs: tuple[int, ...]) ->
     return "\n".join(lines)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from nextclick.serving.server import serve
+
+    serve(args.model_dir, host=args.host, port=args.port, workers=args.workers,
+          state=args.state, admin_token=args.admin_token, ttl=args.session_ttl,
+          session_memory_mb=args.session_memory)  # fmt: skip
+
+
 COMMANDS = {
     "prepare": cmd_prepare,
     "stats": cmd_stats,
@@ -314,6 +338,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "run": cmd_run,
     "compare": cmd_compare,
+    "serve": cmd_serve,
 }
 
 

@@ -103,6 +103,20 @@ class Recommender(ABC):
         Higher is better; the caller may modify the array.
         """
 
+    # -- states kept outside the model (the HTTP service's session store) ---------------------
+
+    #: Whether ``pack_states`` keeps something the session's item list cannot cheaply
+    #: rebuild (a recurrent model's hidden vectors).
+    keeps_state: ClassVar[bool] = False
+
+    def pack_states(self, state: State) -> list[bytes]:
+        """Each session of ``state`` as bytes (models with ``keeps_state``)."""
+        raise NotImplementedError(f"{self.name} rebuilds its state from the session's items")
+
+    def unpack_states(self, blobs: Sequence[bytes]) -> State:
+        """The state of the sessions that ``pack_states`` turned into ``blobs``."""
+        raise NotImplementedError(f"{self.name} rebuilds its state from the session's items")
+
     # -- conveniences built on the incremental form ----------------------------------------
 
     def score_prefixes(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:

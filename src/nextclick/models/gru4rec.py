@@ -24,7 +24,7 @@ Decisions where the published descriptions leave room:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -632,6 +632,18 @@ class GRU4Rec(Recommender):
         Wy = self.params_["Wy"][start:stop]
         By = self.params_["By"][start:stop]
         return torch.addmm(By, state.output, Wy.T).cpu().numpy()  # (n, stop - start)
+
+    keeps_state = True
+
+    def pack_states(self, state: GRUState) -> list[bytes]:
+        rows = torch.cat([*state.hidden, state.output], dim=1).to("cpu", torch.float32)
+        return [row.tobytes() for row in rows.numpy()]
+
+    def unpack_states(self, blobs: Sequence[bytes]) -> GRUState:
+        sizes = [*self.config.layers, self.config.output_size]
+        flat = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), sum(sizes))
+        parts = torch.from_numpy(flat.copy()).to(self.device).split(sizes, dim=1)
+        return GRUState([p.contiguous() for p in parts[:-1]], parts[-1].contiguous())
 
     # -- persistence -----------------------------------------------------------------------
 

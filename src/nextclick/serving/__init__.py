@@ -1,0 +1,1 @@
+"""Real-time recommendations over HTTP: engine (model + micro-batching), session stores, app."""
