@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -10,6 +12,8 @@ import pytest
 from nextclick.data import ItemIndex, SessionData, encode_sessions, read_events
 
 RSC15_DIR = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
+# Run records of the commands that tests run go to a scratch folder, not ./runs.
+os.environ.setdefault("NEXTCLICK_RUN_DIR", tempfile.mkdtemp(prefix="nextclick-test-runs-"))
 
 
 class Rsc15Sample(NamedTuple):

@@ -105,3 +105,108 @@ def result_record(
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    study_name: str
+    storage: str
+    best_value: float
+    best_params: dict[str, Any]  # fixed and searched: what --params takes
+    best_params_file: Path
+    trials: list[dict[str, Any]]
+    importances: dict[str, float]  # fANOVA importance of each searched parameter
+
+    def record(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for trial in self.trials:
+            states[trial["state"]] = states.get(trial["state"], 0) + 1
+        return {
+            "study": self.study_name, "storage": self.storage, "best_value": self.best_value,
+            "best_params": self.best_params, "best_params_file": str(self.best_params_file),
+            "n_trials": len(self.trials), "trial_states": states, "trials": self.trials,
+            "importances": self.importances,
+        }  # fmt: skip
+
+
+def tune(
+    model: str,
+    train_file: str | os.PathLike[str],
+    valid_file: str | os.PathLike[str],
+    space: str | os.PathLike[str],
+    *,
+    metric: str = "mrr@20",
+    trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    best_params_file: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    columns: EventColumns | None = None,
+    tune_dir: str | os.PathLike[str] = "runs/tune",
+) -> TuneResult:
+    """Search ``space`` for the parameters of ``model`` that maximise ``metric`` on the
+    validation file, training on the training file (see :mod:`nextclick.tuning.study`)."""
+    from nextclick.config import write_params
+    from nextclick.errors import ConfigError, NextclickError
+    from nextclick.models import model_class
+    from nextclick.tuning.space import load_space
+    from nextclick.tuning.study import (
+        Objective,
+        TuneData,
+        open_study,
+        run_study,
+        sqlite_url,
+        trials_table,
+    )
+
+    model_class(model)
+    parsed = load_space(space)
+    if parsed.model is not None and parsed.model != model:
+        raise ConfigError(f"--space {space}: is a space for {parsed.model}, not {model}")
+    kind, _, cutoff = metric.partition("@")
+    if kind not in ("recall", "mrr", "ndcg") or not cutoff.isdigit() or int(cutoff) < 1:
+        raise ConfigError(f"--metric {metric!r}: expected recall@K, mrr@K or ndcg@K")
+    if trials is None and timeout is None:
+        raise ConfigError("give --trials, --timeout or both (a study needs an end)")
+    events = read_events(train_file, columns)
+    index = ItemIndex.from_items(events["ItemId"].to_numpy())
+    data = TuneData(encode_sessions(events, index).sessions, index,
+                    encode_sessions(read_events(valid_file, columns), index))  # fmt: skip
+    study_name = study_name or f"{model}-{parsed.name}"
+    tune_dir = Path(tune_dir)
+    storage = storage or sqlite_url(tune_dir / f"{study_name}.db")
+    study = open_study(storage, study_name, seed)
+    run_study(study, Objective(model, parsed, data, metric, device), trials=trials,
+              timeout=timeout)  # fmt: skip
+    table = trials_table(study)
+    if not any(t["state"] == "COMPLETE" for t in table):
+        reasons = sorted({t["fail_reason"] for t in table if t["fail_reason"]})
+        raise NextclickError(
+            f"study {study_name}: no trial completed"
+            + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
+        )
+    best = study.best_trial
+    params = parsed.values(best.params)
+    path = Path(best_params_file or tune_dir / f"{study_name}.best.toml")
+    write_params(path, params, comment=(
+        f"nextclick tune: best of study {study_name} ({len(table)} trials)\n"
+        f"{metric} on {Path(valid_file).name} = {best.value:.6f} (trial {best.number})"
+    ))  # fmt: skip
+    return TuneResult(study_name, storage, float(best.value), params, path, table,
+                      _importances(study))  # fmt: skip
+
+
+def _importances(study: Any) -> dict[str, float]:
+    """Parameter importances of a study (empty until it has enough complete trials)."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 3:
+        return {}
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):  # e.g. every trial had the same parameters
+        return {}
+    return {name: float(value) for name, value in importances.items()}

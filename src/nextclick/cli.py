@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,12 @@ def _param_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, metavar="FILE.toml", help="parameters file")
 
 
+def _run_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", type=Path,
+                        default=Path(os.environ.get("NEXTCLICK_RUN_DIR", "runs")),
+                        help="run records go here (runs/ or $NEXTCLICK_RUN_DIR)")  # fmt: skip
+
+
 def _json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _param_args(p)
     _device_arg(p)
     _columns_args(p)
+    _run_dir_arg(p)
     _json_arg(p)
 
     p = sub.add_parser("evaluate", help="next-item evaluation of a saved model")
@@ -108,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p)
     _eval_args(p)
     _columns_args(p)
+    _run_dir_arg(p)
     _json_arg(p)
 
     p = sub.add_parser("compare", help="train and evaluate several models; print one table")
@@ -121,6 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_args(p)
     _columns_args(p)
     _json_arg(p)
+
+    p = sub.add_parser("tune", help="search parameters with Optuna on a validation split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", type=Path, required=True, help="training events (train_tr)")
+    p.add_argument("--valid", type=Path, required=True, help="validation events (train_valid)")
+    p.add_argument("--space", required=True,
+                   help="parameter space: a TOML file or a built-in one (gru4rec-cross-entropy, "
+                        "gru4rec-bpr-max, itemknn, sknn, vsknn)")  # fmt: skip
+    p.add_argument("--trials", type=int, help="stop when the study holds this many trials")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after")
+    p.add_argument("--metric", default="mrr@20", help="what to maximise (mrr@20)")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite in runs/tune/)")
+    p.add_argument("--study", help="study name (default MODEL-SPACE); an existing one resumes")
+    p.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler")
+    p.add_argument("--best-params", type=Path, help="where to write the best parameters (TOML)")
+    p.add_argument("--final-train", type=Path, help="retrain on this file with the best")
+    p.add_argument("--final-test", type=Path, help="... and evaluate on this one")
+    _device_arg(p)
+    _eval_args(p)
+    _columns_args(p)
+    _run_dir_arg(p)
+    _json_arg(p)
+
+    p = sub.add_parser("report", help="HTML page and Markdown table comparing run records")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run record directories")
+    p.add_argument("--out", type=Path, required=True, help="report directory to write")
 
     p = sub.add_parser("serve", help="real-time HTTP service over a saved model")
     p.add_argument("model_dir", type=Path, help="model directory (from train or run --out)")
@@ -222,6 +257,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "train_seconds": trained.train_seconds,
         **trained.training_record(),
     }
+    _record(args, "train", trained.model, record)
     _emit(args, record, f"trained {args.model} in {trained.train_seconds:.1f} s -> {args.out}")
 
 
@@ -259,15 +295,29 @@ def _train_and_evaluate(
     )  # fmt: skip
     record = result_record(label or name, str(args.train), args.test, result, trained.train_seconds)
     record.update(trained.training_record())
-    return trained, record
+    return trained, result, record
+
+
+def _record(args: argparse.Namespace, kind: str, model: Any, record: dict[str, Any],
+            result: Any = None) -> None:  # fmt: skip
+    """Write the run record (see nextclick.records)."""
+    from nextclick.records import config_dict, curves, environment, write_record
+
+    config = config_dict(model)
+    extra = {"config": config,
+             "environment": environment(args.device, config.get("seed"))}  # fmt: skip
+    if result is not None:
+        extra["curves"] = curves(result)
+    write_record(args.run_dir, kind, record.get("model") or model.name, {**record, **extra})
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    trained, record = _train_and_evaluate(args, args.model, _params(args))
+    trained, result, record = _train_and_evaluate(args, args.model, _params(args))
     if args.out:
         trained.model.save(
             args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}
         )
+    _record(args, "run", trained.model, record, result)
     _emit(args, record, _metric_lines(record))
 
 
@@ -285,7 +335,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     records = []
     for label, name, params in runs:
         log.info("training and evaluating %s", label)
-        records.append(_train_and_evaluate(args, name, params, label)[1])
+        records.append(_train_and_evaluate(args, name, params, label)[2])
     table = comparison_table(records, _cutoffs(args))
     record = {
         "train_file": str(args.train),
@@ -323,6 +373,59 @@ def comparison_table(records: list[dict[str, Any]], cutoffs: tuple[int, ...]) ->
     return "\n".join(lines)
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from nextclick.api import evaluate_file, result_record, train, tune
+    from nextclick.records import curves
+
+    if (args.final_train is None) != (args.final_test is None):
+        raise NextclickError("--final-train and --final-test go together")
+    if args.trials is not None and args.trials < 1:
+        raise NextclickError(f"--trials {args.trials}: expected an integer >= 1")
+    result = tune(
+        args.model, args.train, args.valid, args.space, metric=args.metric, trials=args.trials,
+        timeout=args.timeout, storage=args.storage, study_name=args.study,
+        best_params_file=args.best_params, seed=args.seed, device=args.device,
+        columns=_columns(args),
+    )  # fmt: skip
+    record = result.record()
+    counts = sorted(record["trial_states"].items())
+    states = ", ".join(f"{n} {state.lower()}" for state, n in counts)
+    human = [
+        f"study {result.study_name}: {len(result.trials)} trials ({states}); best "
+        f"{args.metric} {result.best_value:.4f} -> {result.best_params_file}",
+        *(f"  {key} = {value}" for key, value in result.best_params.items()),
+    ]
+    if args.final_train is not None:
+        trained = train(args.model, args.final_train, result.best_params, columns=_columns(args),
+                        device=args.device, progress=args.progress)  # fmt: skip
+        final = evaluate_file(
+            trained.model, args.final_test, columns=_columns(args), cutoffs=_cutoffs(args),
+            ties=args.ties, exclude_seen=args.exclude_seen, progress=args.progress,
+        )  # fmt: skip
+        record["final"] = result_record(args.model, str(args.final_train), args.final_test,
+                                        final, trained.train_seconds)  # fmt: skip
+        record["final"].update(trained.training_record())
+        record["final"]["curves"] = curves(final)
+        human.append(_metric_lines(record["final"]))
+    from nextclick.models import create_model
+    from nextclick.records import config_dict, environment, write_record
+
+    config = config_dict(create_model(args.model, result.best_params))
+    write_record(args.run_dir, "tune", result.study_name, {
+        "model": args.model, "metric": args.metric, "train_file": str(args.train),
+        "valid_file": str(args.valid), "config": config,
+        "environment": environment(args.device, args.seed), **record,
+    })  # fmt: skip
+    _emit(args, record, "\n".join(human))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from nextclick.report import write_report
+
+    out = write_report(args.runs, args.out)
+    print(f"report of {len(args.runs)} runs -> {out / 'index.html'}", file=sys.stderr)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from nextclick.serving.server import serve
 
@@ -338,6 +441,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "run": cmd_run,
     "compare": cmd_compare,
+    "tune": cmd_tune,
+    "report": cmd_report,
     "serve": cmd_serve,
 }
 

@@ -131,3 +131,25 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"parameter {name!r}: {value!r} is not a string")
     raise TypeError(f"unsupported parameter type {hint!r} for {name}")
+
+
+def write_params(path: str | os.PathLike[str], params: dict[str, Any], comment: str = "") -> None:
+    """Write parameters as a TOML file that ``--params`` reads (written whole or not at all)."""
+    from nextclick.data.io import atomic_path
+
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f"{key} = {_toml_value(key, value)}" for key, value in params.items()]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _toml_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return json.dumps(value)  # numbers and double-quoted strings are TOML as well
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(key, v) for v in value) + "]"
+    if value is None:
+        raise ConfigError(f"parameter {key!r}: TOML has no null; leave it out instead")
+    raise ConfigError(f"parameter {key!r}: cannot write {type(value).__name__} to TOML")

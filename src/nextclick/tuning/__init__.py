@@ -1,0 +1,1 @@
+"""Parameter search with Optuna: spaces (TOML) and in-process studies."""

@@ -1,0 +1,189 @@
+"""Optuna studies over a parameter space, run in this process.
+
+Each trial trains the model on the training sessions and scores it on the validation
+sessions (the validation metric is the trial's value). Models trained in epochs (GRU4Rec)
+report the metric after every epoch, so that the median pruner can stop poor trials early.
+A trial that fails (a diverging loss, a combination the model refuses, an out-of-memory
+error) is recorded as failed with its reason, and the study goes on.
+
+Studies live in an Optuna storage: a SQLite file by default (an interrupted study resumes
+where it stopped), or any Optuna RDB URL such as PostgreSQL, where processes on several
+machines work on one study at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nextclick.data import ItemIndex, SessionData
+from nextclick.data.sessions import Encoded
+from nextclick.errors import ConfigError, NextclickError
+from nextclick.evaluation import evaluate
+from nextclick.models import create_model
+from nextclick.training.loop import EpochStats
+from nextclick.tuning.space import Space
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuneData:
+    """Training sessions (encoded with their item index) and encoded validation events."""
+
+    train: SessionData
+    item_index: ItemIndex
+    valid: Encoded
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def open_study(storage: str, study_name: str, seed: int | None) -> optuna.Study:
+    """Create the study, or join it if it exists (to resume, or as another worker)."""
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Workers sharing one SQLite file wait for its lock rather than fail at once.
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    rdb = None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                # The heartbeat (which marks trials of a dead worker as failed) is
+                # "experimental" in Optuna's terms.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(
+                    storage, engine_kwargs=engine_kwargs, heartbeat_interval=60, grace_period=180
+                )
+            break
+        except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or server
+            if "already exists" in str(exc) and attempt < 4:
+                time.sleep(0.5)  # another worker is creating the tables at this moment
+                continue
+            message = str(exc).splitlines()[0]
+            raise ConfigError(f"--storage {storage}: {type(exc).__name__}: {message}") from None
+    return optuna.create_study(
+        storage=rdb,
+        study_name=study_name,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        load_if_exists=True,
+    )
+
+
+class Objective:
+    """Train with a trial's parameters, return the validation ``metric``."""
+
+    def __init__(self, model: str, space: Space, data: TuneData, metric: str,
+                 device: str = "cpu") -> None:  # fmt: skip
+        self.model = model
+        self.space = space
+        self.data = data
+        self.metric = metric
+        self.device = device
+        self.cutoff = int(metric.split("@")[1])
+
+    def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        return self.space.values({r.name: r.suggest(trial) for r in self.space.ranges})
+
+    def validate(self, model: Any) -> float:
+        result = evaluate(model, self.data.valid, cutoffs=(self.cutoff,))
+        return result.metrics[self.metric]
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = self.params(trial)
+        started = time.perf_counter()
+        try:
+            model = create_model(self.model, params).to(self.device)
+            values: list[float] = []
+            if hasattr(model, "on_epoch"):
+
+                def report(stats: EpochStats) -> None:
+                    value = self.validate(model)
+                    values.append(value)
+                    trial.report(value, stats.epoch)
+                    trial.set_user_attr("epoch_losses", [*_losses(trial), stats.loss])
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}: {value:.4f}")
+
+                model.on_epoch = report
+            model.fit(self.data.train, self.data.item_index)
+            value = values[-1] if values else self.validate(model)
+        except optuna.TrialPruned:
+            raise
+        except (NextclickError, ValueError, RuntimeError, MemoryError) as exc:
+            # RuntimeError covers torch's out-of-memory errors on CPU and GPU.
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            trial.set_user_attr("fail_reason", reason)
+            log.warning("trial %d failed: %s", trial.number, reason)
+            raise
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+        if not math.isfinite(value):
+            trial.set_user_attr("fail_reason", f"{self.metric} is {value}")
+            raise NextclickError(f"{self.metric} is {value}")
+        return value
+
+
+def _losses(trial: optuna.Trial) -> list[float]:
+    return list(trial.user_attrs.get("epoch_losses", []))
+
+
+def run_study(
+    study: optuna.Study,
+    objective: Objective,
+    *,
+    trials: int | None,
+    timeout: float | None,
+) -> None:
+    """Run trials until the study holds ``trials`` finished ones or ``timeout`` seconds pass
+    (whichever comes first); several processes may run this on one study."""
+    callbacks = []
+    if trials is not None:
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                    optuna.trial.TrialState.FAIL)  # fmt: skip
+        callbacks.append(optuna.study.MaxTrialsCallback(trials, states=finished))
+        already = len(study.get_trials(deepcopy=False, states=finished))
+        if already >= trials:
+            return
+    callbacks.append(_log_trial)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        objective, timeout=timeout, callbacks=callbacks, gc_after_trial=True,
+        catch=(NextclickError, ValueError, RuntimeError, MemoryError),
+    )  # fmt: skip
+
+
+def _log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    value = "" if trial.value is None else f" {trial.value:.4f}"
+    reason = trial.user_attrs.get("fail_reason") or ""
+    params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+    log.info("trial %d %s%s (%s)%s", trial.number, trial.state.name.lower(), value, params,
+             f": {reason}" if reason else "")  # fmt: skip
+
+
+def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial: number, state, value, parameters, seconds, failure reason."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start else None
+        )  # fmt: skip
+        rows.append({
+            "number": t.number, "state": t.state.name, "value": t.value,
+            "params": t.params, "seconds": seconds,
+            "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            "fail_reason": t.user_attrs.get("fail_reason"),
+        })  # fmt: skip
+    return rows

@@ -1,0 +1,223 @@
+"""Tuning with Optuna (spaces, studies, failures, workers sharing a study, resuming), run
+records, and the report page (checked in headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nextclick.api import tune
+from nextclick.cli import main
+from nextclick.config import build_config, read_toml
+from nextclick.errors import ConfigError
+from nextclick.models import model_class
+from nextclick.tuning.space import BUILTIN, load_space, parse_space
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
+TRAIN_TR = DATA / "yoochoose-clicks-100k_train_tr.txt.gz"
+VALID = DATA / "yoochoose-clicks-100k_train_valid.txt.gz"
+TRAIN_FULL = DATA / "yoochoose-clicks-100k_train_full.txt.gz"
+TEST = DATA / "yoochoose-clicks-100k_test.txt.gz"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_spaces_load_and_fit_their_model(name):
+    space = load_space(name)
+    assert space.model is not None
+    config_cls = model_class(space.model).Config
+    # The lowest value of every range (and the first choice) makes a valid config.
+    lows = {r.name: r.choices[0] if r.choices else r.low for r in space.ranges}
+    build_config(config_cls, space.fixed, lows)
+
+
+def test_published_gru4rec_ranges():
+    space = load_space("gru4rec-bpr-max")
+    ranges = {r.name: (r.low, r.high, r.step, r.choices) for r in space.ranges}
+    assert ranges["layers"] == (64, 512, 32, ())
+    assert ranges["batch_size"] == (32, 256, 16, ())
+    assert ranges["learning_rate"] == (0.01, 0.25, 0.005, ())
+    assert ranges["bpreg"] == (0.0, 2.0, 0.05, ())
+    assert ranges["elu_param"][3] == (0.0, 0.5, 1.0)
+    assert space.fixed["loss"] == "bpr-max" and space.fixed["n_epochs"] == 10
+    assert "bpreg" not in {r.name for r in load_space("gru4rec-cross-entropy").ranges}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[params.a]\ntype = 'int'\nlow = 5\nhigh = 1", "low (5) is above high (1)"),
+        ("[params.a]\ntype = 'cube'", "type must be int, float or categorical"),
+        ("[params.a]\ntype = 'float'\nlow = 0.1\nhigh = 1.0\nlog = true\nstep = 0.1",
+         "step must be a positive float (and not with log)"),
+        ("[params.a]\ntype = 'categorical'\nchoices = []", "choices must be a non-empty list"),
+        ("[params.a]\ntype = 'int'\nlow = 1.5\nhigh = 3", "low and high must be ints"),
+        ("[params.a]\ntype = 'int'\nlow = 1\nhigh = 3\nchoices = [1]",
+         "unexpected key 'choices' for type int"),
+        ("[fixed]\na = 1\n[params.a]\ntype = 'int'\nlow = 1\nhigh = 3", "'a' is both fixed"),
+        ("[fixed]\na = 1", "expected a [fixed] table and [params.NAME] tables"),
+        ("colour = 'red'\n[params.a]\ntype = 'int'\nlow = 1\nhigh = 3",
+         "unknown table or key 'colour'"),
+        ("[params.a\n", "not valid TOML"),
+    ],
+)  # fmt: skip
+def test_bad_spaces_are_one_line_errors(text, message):
+    with pytest.raises(ConfigError, match=r"space\.toml") as info:
+        parse_space(text, "space.toml")
+    assert message in str(info.value)
+
+
+def test_float_steps_come_out_clean():
+    space = parse_space("[params.x]\ntype = 'float'\nlow = 0.0\nhigh = 1.0\nstep = 0.05", "s")
+    assert space.ranges[0].clean(0.7000000000000001) == 0.7
+    assert space.values({"x": 0.15000000000000002}) == {"x": 0.15}
+
+
+def _states(storage: str, study: str) -> list[tuple[int, str]]:
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    return [(t.number, t.state.name) for t in loaded.get_trials(deepcopy=False)]
+
+
+def test_study_writes_the_best_parameters_and_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = tune("itemknn", TRAIN_TR, VALID, "itemknn", trials=3, storage=storage, seed=3,
+                 tune_dir=tmp_path)  # fmt: skip
+    assert [t["state"] for t in first.trials] == ["COMPLETE"] * 3
+    assert first.best_value == max(t["value"] for t in first.trials)
+    # The TOML file is what --params takes, and gives the best trial's parameters.
+    params = read_toml(first.best_params_file)
+    best = max(first.trials, key=lambda t: t["value"])
+    assert params == best["params"]
+    build_config(model_class("itemknn").Config, params)
+    # Same storage and study: it resumes (3 more trials to 6), it does not start again.
+    second = tune("itemknn", TRAIN_TR, VALID, "itemknn", trials=6, storage=storage, seed=4,
+                  tune_dir=tmp_path)  # fmt: skip
+    assert [t["number"] for t in second.trials] == list(range(6))
+    assert second.best_value >= first.best_value
+
+
+def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path):
+    # alpha above 1 is refused by Item-KNN's config: those trials fail, the others complete.
+    space = tmp_path / "space.toml"
+    space.write_text("model = 'itemknn'\n[params.alpha]\ntype = 'float'\nlow = 0.5\n"
+                     "high = 1.5\nstep = 0.5\n")  # fmt: skip
+    result = tune("itemknn", TRAIN_TR, VALID, space, trials=6, seed=0, tune_dir=tmp_path)
+    failed = [t for t in result.trials if t["state"] == "FAIL"]
+    assert len(result.trials) == 6
+    assert failed and all(t["params"]["alpha"] == 1.5 for t in failed)
+    assert all("parameter 'alpha'" in t["fail_reason"] for t in failed)
+    assert all(t["params"]["alpha"] <= 1.0 for t in result.trials if t["state"] == "COMPLETE")
+
+
+def test_neural_trials_report_the_validation_metric_each_epoch(tmp_path):
+    space = tmp_path / "gru.toml"
+    space.write_text(
+        "model = 'gru4rec'\n[fixed]\nn_epochs = 2\nlayers = 16\nn_sample = 64\n"
+        "[params.learning_rate]\ntype = 'float'\nlow = 0.05\nhigh = 0.1\nstep = 0.05\n"
+    )  # fmt: skip
+    result = tune("gru4rec", TRAIN_TR, VALID, space, trials=2, seed=0, tune_dir=tmp_path)
+    for trial in result.trials:
+        assert trial["state"] == "COMPLETE"
+        assert list(trial["intermediate"]) == ["1", "2"]
+        # The trial's value is the validation metric after its last epoch.
+        assert trial["value"] == trial["intermediate"]["2"]
+
+
+def test_two_worker_processes_share_one_study_without_duplicates_or_losses(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    command = [sys.executable, "-m", "nextclick.cli", "-q", "tune", "--model", "itemknn",
+               "--train", str(TRAIN_TR), "--valid", str(VALID), "--space", "itemknn",
+               "--trials", "10", "--storage", storage, "--study", "shared",
+               "--run-dir", str(tmp_path / "runs"), "--best-params",
+               str(tmp_path / "best.toml")]  # fmt: skip
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]  # fmt: skip
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    trials = _states(storage, "shared")
+    numbers = [n for n, _ in trials]
+    assert numbers == list(range(len(trials)))  # every trial once, none missing
+    assert 10 <= len(trials) <= 11  # a worker may start one more as the other ends the 10th
+    assert {state for _, state in trials} == {"COMPLETE"}  # none lost or left running
+
+
+def test_tune_cli_final_run_writes_a_record_and_mistakes_are_one_line(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["-q", "tune", "--model", "itemknn", "--train", str(TRAIN_TR), "--valid",
+                 str(VALID), "--space", "itemknn", "--trials", "2", "--seed", "1",
+                 "--storage", f"sqlite:///{tmp_path / 's.db'}", "--run-dir", str(runs),
+                 "--best-params", str(tmp_path / "best.toml"), "--final-train",
+                 str(TRAIN_FULL), "--final-test", str(TEST), "--json"])  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_trials"] == 2 and set(out["final"]["metrics"]) >= {"recall@20", "mrr@20"}
+    (record_dir,) = runs.iterdir()
+    record = json.loads((record_dir / "record.json").read_text())
+    assert record["kind"] == "tune" and record["final"]["metrics"] == out["final"]["metrics"]
+    assert record["environment"]["torch"] and len(record["final"]["curves"]["recall"]) == 20
+    # Recall@20 of the curve is the metric itself.
+    assert record["final"]["curves"]["recall"][19] == pytest.approx(
+        record["final"]["metrics"]["recall@20"]
+    )
+    for argv, message in [
+        (["--metric", "precision@20"], "--metric 'precision@20': expected recall@K, mrr@K"),
+        (["--space", "sknn"], "is a space for sknn, not itemknn"),
+        (["--final-train", str(TRAIN_FULL)], "--final-train and --final-test go together"),
+        (["--space", str(tmp_path / "nope.toml")], "no such file (built-in spaces:"),
+    ]:
+        base = ["tune", "--model", "itemknn", "--train", str(TRAIN_TR), "--valid", str(VALID),
+                "--space", "itemknn", "--trials", "1", "--run-dir", str(runs)]  # fmt: skip
+        for i, arg in enumerate(argv[::2]):
+            if arg in base:
+                base[base.index(arg) + 1] = argv[2 * i + 1]
+            else:
+                base += argv[2 * i : 2 * i + 2]
+        assert main(base) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+
+
+def test_report_page_loads_in_chromium_with_every_image(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    runs = tmp_path / "runs"
+    common = ["--train", str(TRAIN_FULL), "--test", str(TEST), "--run-dir", str(runs)]
+    assert main(["-q", "run", "--model", "vsknn", *common]) == 0
+    assert main(["-q", "run", "--model", "gru4rec", "--param", "layers=16", "--param",
+                 "n_epochs=2", "--param", "n_sample=64", *common]) == 0  # fmt: skip
+    assert main(["-q", "tune", "--model", "itemknn", "--train", str(TRAIN_TR), "--valid",
+                 str(VALID), "--space", "itemknn", "--trials", "4", "--seed", "2",
+                 "--storage", f"sqlite:///{tmp_path / 's.db'}", "--run-dir", str(runs),
+                 "--best-params", str(tmp_path / "b.toml"), "--final-train",
+                 str(TRAIN_FULL), "--final-test", str(TEST)]) == 0  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["report", *sorted(str(p) for p in runs.iterdir()), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("\n| ") == 4  # header and three runs
+    assert {"curves.png", "loss.png", "time.png", "bias.png", "history0.png",
+            "importance0.png"} <= {p.name for p in out.iterdir()}  # fmt: skip
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed: run `bash scripts/test-services.sh`")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((out / "index.html").as_uri())
+            images = page.locator("img")
+            assert images.count() == 6
+            widths = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth)")
+            assert all(w > 0 for w in widths)
+            assert page.locator("tbody tr").count() == 3
+            assert errors == []
+        finally:
+            browser.close()
