@@ -97,6 +97,14 @@ class Objective:
     def params(self, trial: optuna.Trial) -> dict[str, Any]:
         return self.space.values({r.name: r.suggest(trial) for r in self.space.ranges})
 
+    def log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = "" if trial.value is None else f" {trial.value:.4f}"
+        reason = trial.user_attrs.get("fail_reason") or ""
+        searched = self.space.values(trial.params)
+        params = ", ".join(f"{k}={searched[k]}" for k in trial.params)
+        log.info("trial %d %s%s (%s)%s", trial.number, trial.state.name.lower(), value, params,
+                 f": {reason}" if reason else "")  # fmt: skip
+
     def validate(self, model: Any) -> float:
         result = evaluate(model, self.data.valid, cutoffs=(self.cutoff,))
         return result.metrics[self.metric]
@@ -156,20 +164,12 @@ def run_study(
         already = len(study.get_trials(deepcopy=False, states=finished))
         if already >= trials:
             return
-    callbacks.append(_log_trial)
+    callbacks.append(objective.log_trial)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(
         objective, timeout=timeout, callbacks=callbacks, gc_after_trial=True,
         catch=(NextclickError, ValueError, RuntimeError, MemoryError),
     )  # fmt: skip
-
-
-def _log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    value = "" if trial.value is None else f" {trial.value:.4f}"
-    reason = trial.user_attrs.get("fail_reason") or ""
-    params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-    log.info("trial %d %s%s (%s)%s", trial.number, trial.state.name.lower(), value, params,
-             f": {reason}" if reason else "")  # fmt: skip
 
 
 def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
