@@ -381,6 +381,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         raise NextclickError("--final-train and --final-test go together")
     if args.trials is not None and args.trials < 1:
         raise NextclickError(f"--trials {args.trials}: expected an integer >= 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise NextclickError(f"--timeout {args.timeout}: expected seconds > 0")
     result = tune(
         args.model, args.train, args.valid, args.space, metric=args.metric, trials=args.trials,
         timeout=args.timeout, storage=args.storage, study_name=args.study,

@@ -334,10 +334,6 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         version=engine.version,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.current = current
-    app.state.store = store
-    app.state.batcher = batcher
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, exc: HTTPError) -> JSONResponse:
