@@ -199,7 +199,7 @@ def test_report_page_loads_in_chromium_with_every_image(tmp_path):
     out = tmp_path / "report"
     assert main(["report", *sorted(str(p) for p in runs.iterdir()), "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
-    assert markdown.count("\n| ") == 4  # header and three runs
+    assert markdown.count("\n| ") == 6  # header and three runs; header and one study
     assert {"curves.png", "loss.png", "time.png", "bias.png", "history0.png",
             "importance0.png"} <= {p.name for p in out.iterdir()}  # fmt: skip
     chromium = shutil.which("chromium")
@@ -217,7 +217,56 @@ def test_report_page_loads_in_chromium_with_every_image(tmp_path):
             assert images.count() == 6
             widths = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth)")
             assert all(w > 0 for w in widths)
-            assert page.locator("tbody tr").count() == 3
+            assert page.locator("table.metrics tbody tr").count() == 3
+            assert page.locator("table.studies tbody tr").count() == 1
             assert errors == []
         finally:
             browser.close()
+
+
+def _write_record(directory: Path, record: dict) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "record.json").write_text(json.dumps(record))
+    return directory
+
+
+def test_report_tables_from_hand_written_records(tmp_path):
+    curves = {"k": [1], "recall": [0.1], "mrr": [0.1]}
+    run = _write_record(tmp_path / "a", {
+        "kind": "run", "label": "pop", "train_seconds": 1.25, "curves": curves,
+        "metrics": {"recall@20": 0.5, "mrr@20": 0.25, "coverage@20": 0.1,
+                    "popularity@20": 0.9},
+    })  # fmt: skip
+    trials = [
+        {"number": 0, "state": "COMPLETE", "value": 0.3, "params": {"lr": 0.1},
+         "seconds": 60.0, "intermediate": {"1": 0.2, "2": 0.3}},
+        {"number": 1, "state": "PRUNED", "value": None, "params": {"lr": 0.9},
+         "seconds": 30.0, "intermediate": {"1": 0.1}},
+        {"number": 2, "state": "COMPLETE", "value": 0.35, "params": {"lr": 0.15000000000000002},
+         "seconds": 90.0, "intermediate": {"1": 0.25, "2": 0.35}},
+        {"number": 3, "state": "FAIL", "value": None, "params": {"lr": 2.0}, "seconds": None,
+         "intermediate": {}, "fail_reason": "loss diverged"},
+    ]  # fmt: skip
+    study = _write_record(tmp_path / "b", {
+        "kind": "tune", "label": "s", "metric": "mrr@20", "best_value": 0.35,
+        "best_params": {"n_epochs": 2, "lr": 0.15}, "trials": trials, "importances": {"lr": 1.0},
+        "final": {"metrics": {"recall@20": 0.75, "mrr@20": 0.125}, "train_seconds": 2.0,
+                  "curves": curves},
+    })  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["report", str(run), str(study), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text().splitlines()
+    rows = [line for line in markdown if line.startswith("| ")]
+    # The best of each accuracy column is in bold; coverage and popularity are not ranked.
+    assert rows[1] == (
+        "| pop (run) | – | – | – | 0.5000 | – | – | – | **0.2500** | 0.1000 | 0.9000 | 1.2 |"
+    )
+    assert rows[2] == "| s (tune) | – | – | – | **0.7500** | – | – | – | 0.1250 | – | – | 2.0 |"
+    # 180 s of trials; the best is trial 2, its searched parameter as the study wrote it.
+    assert rows[4] == "| s (tune) | 4 | 2 | 1 | 1 | 3.0 | mrr@20 0.3500 (trial 2) | lr=0.15 |"
+    # No per-epoch losses in these records, so no loss plot.
+    assert {p.name for p in out.glob("*.png")} == {"curves.png", "time.png", "validation.png",
+                                                   "bias.png", "history0.png",
+                                                   "importance0.png"}  # fmt: skip
+    page = (out / "index.html").read_text()
+    assert page.count("<strong>") == 2 and '<table class="studies">' in page

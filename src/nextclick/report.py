@@ -37,6 +37,8 @@ class Run:
     trials: list[dict[str, Any]]
     importances: dict[str, float]
     metric: str | None
+    best_value: float | None
+    best_params: dict[str, Any]
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Run:
@@ -52,7 +54,15 @@ class Run:
             trials=record.get("trials") or [],
             importances=record.get("importances") or {},
             metric=record.get("metric"),
+            best_value=record.get("best_value"),
+            best_params=record.get("best_params") or {},
         )
+
+    def searched_params(self) -> dict[str, Any]:
+        """The best parameters that the study searched (its fixed ones left out)."""
+        best = _best_trial(self)
+        names = best["params"] if best else {}
+        return {k: v for k, v in self.best_params.items() if k in names}
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
@@ -71,44 +81,84 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathL
     return out
 
 
-def _table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+ACCURACY = (*(f"recall@{k}" for k in KS), *(f"mrr@{k}" for k in KS))
+
+
+def _table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """The metrics table; each cell is (text, best): the highest accuracy of its column."""
     header = ["run", *(f"Recall@{k}" for k in KS), *(f"MRR@{k}" for k in KS), "coverage@20",
               "popularity@20", "train s"]  # fmt: skip
+    top = {key: max((r.metrics[key] for r in runs if key in r.metrics), default=None)
+           for key in ACCURACY}  # fmt: skip
     rows = []
     for run in runs:
         m = run.metrics
 
-        def cell(key: str, m: dict[str, float] = m) -> str:
-            return f"{m[key]:.4f}" if key in m else "–"
+        def cell(key: str, m: dict[str, float] = m) -> tuple[str, bool]:
+            if key not in m:
+                return "–", False
+            return f"{m[key]:.4f}", len(runs) > 1 and key in top and m[key] == top[key]
 
-        rows.append([run.label, *(cell(f"recall@{k}") for k in KS),
-                     *(cell(f"mrr@{k}") for k in KS), cell("coverage@20"), cell("popularity@20"),
-                     "–" if run.train_seconds is None else f"{run.train_seconds:.1f}"])  # fmt: skip
+        seconds = "–" if run.train_seconds is None else f"{run.train_seconds:.1f}"
+        rows.append([(run.label, False), *(cell(key) for key in ACCURACY), cell("coverage@20"),
+                     cell("popularity@20"), (seconds, False)])  # fmt: skip
     return header, rows
 
 
-def _markdown(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
-    header, rows = _table_rows(runs)
-    lines = ["# nextclick report", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]  # fmt: skip
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def _study_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per study: its trials by state, their summed time, and the best trial."""
+    header = ["study", "trials", "complete", "pruned", "failed", "trial minutes",
+              "best validation", "best parameters"]  # fmt: skip
+    rows = []
     for run in runs:
-        if run.trials:
-            states: dict[str, int] = {}
-            for t in run.trials:
-                states[t["state"]] = states.get(t["state"], 0) + 1
-            summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
-            lines += ["", f"{run.label}: {len(run.trials)} trials ({summary})"]
+        if not run.trials:
+            continue
+        states = [t["state"] for t in run.trials]
+        minutes = sum(t.get("seconds") or 0.0 for t in run.trials) / 60
+        best = _best_trial(run)
+        value = "–"
+        if best is not None:
+            value = f"{run.metric} {best['value']:.4f} (trial {best['number']})"
+        params = ", ".join(f"{k}={v}" for k, v in run.searched_params().items())
+        rows.append([run.label, str(len(states)), str(states.count("COMPLETE")),
+                     str(states.count("PRUNED")), str(states.count("FAIL")), f"{minutes:.1f}",
+                     value, params or "–"])  # fmt: skip
+    return header, rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]  # fmt: skip
+
+
+def _markdown(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
+    header, cells = _table_rows(runs)
+    rows = [[f"**{text}**" if best else text for text, best in row] for row in cells]
+    lines = ["# nextclick report", "", *_markdown_table(header, rows)]
+    study_header, study_rows = _study_rows(runs)
+    if study_rows:
+        lines += ["", "## Studies", "", *_markdown_table(study_header, study_rows)]
     lines += ["", *(f"![{title}]({name}.png)" for name, (title, _) in figures.items()), ""]
     return "\n".join(lines)
 
 
-def _html(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
-    header, rows = _table_rows(runs)
+def _html_table(header: list[str], rows: list[list[tuple[str, bool]]], name: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
+        "<tr>" + "".join(f"<td><strong>{html.escape(text)}</strong></td>" if best
+                         else f"<td>{html.escape(text)}</td>" for text, best in row) + "</tr>"
+        for row in rows
+    )  # fmt: skip
+    return f'<table class="{name}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _html(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
+    header, rows = _table_rows(runs)
+    tables = _html_table(header, rows, "metrics")
+    study_header, study_rows = _study_rows(runs)
+    if study_rows:
+        cells = [[(text, False) for text in row] for row in study_rows]
+        tables += "<h2>Studies</h2>" + _html_table(study_header, cells, "studies")
     images = "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>'
@@ -120,11 +170,11 @@ def _html(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; }}
 td, th {{ padding: .2rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
+td:first-child, th:first-child, .studies td:last-child {{ text-align: left; }}
 figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 640px; }}
 </style></head>
 <body><h1>nextclick report</h1>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{tables}
 {images}
 </body></html>
 """
@@ -206,8 +256,14 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
             numbers = [t["number"] for t in done]
             values = [t["value"] for t in done]
             best = [max(values[: j + 1]) for j in range(len(values))]
-            ax.scatter(numbers, values, s=12, label="trial")
+            ax.scatter(numbers, values, s=12, label="complete trial")
             ax.step(numbers, best, where="post", color="C1", label="best so far")
+            # A pruned trial is shown at the last value it reported before it was stopped.
+            pruned = [t for t in run.trials if t["state"] == "PRUNED" and t["intermediate"]]
+            if pruned:
+                last = [t["intermediate"][max(t["intermediate"], key=int)] for t in pruned]
+                ax.scatter([t["number"] for t in pruned], last, s=12, marker="x",
+                           color="0.6", label="pruned (last value reported)")  # fmt: skip
             ax.set_xlabel("trial")
             ax.set_ylabel(run.metric or "value")
             ax.legend(fontsize=8)
