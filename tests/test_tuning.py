@@ -270,3 +270,17 @@ def test_report_tables_from_hand_written_records(tmp_path):
                                                    "importance0.png"}  # fmt: skip
     page = (out / "index.html").read_text()
     assert page.count("<strong>") == 2 and '<table class="studies">' in page
+
+
+def test_run_records_are_named_by_label_or_model_and_preset(tmp_path):
+    runs = tmp_path / "runs"
+    assert main(["-q", "run", "--model", "pop", "--train", str(TRAIN_FULL), "--test", str(TEST),
+                 "--label", "pop baseline", "--run-dir", str(runs)]) == 0  # fmt: skip
+    assert main(["-q", "train", "--model", "gru4rec", "--preset", "rsc15", "--param",
+                 "n_epochs=1", "--param", "n_sample=16", "--train", str(TRAIN_FULL), "--out",
+                 str(tmp_path / "model"), "--run-dir", str(runs)]) == 0  # fmt: skip
+    labels = {}
+    for directory in runs.iterdir():
+        record = json.loads((directory / "record.json").read_text())
+        labels[record["label"]] = directory.name.split("-", 3)[3]
+    assert labels == {"pop baseline": "pop-baseline", "gru4rec:rsc15": "gru4rec-rsc15"}

@@ -59,6 +59,11 @@ def _param_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, metavar="FILE.toml", help="parameters file")
 
 
+def _label_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label", help="name of the run record and of its row in reports "
+                        "(default: the model, with :PRESET when one is given)")  # fmt: skip
+
+
 def _run_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path,
                         default=Path(os.environ.get("NEXTCLICK_RUN_DIR", "runs")),
@@ -96,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _param_args(p)
     _device_arg(p)
     _columns_args(p)
+    _label_arg(p)
     _run_dir_arg(p)
     _json_arg(p)
 
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p)
     _eval_args(p)
     _columns_args(p)
+    _label_arg(p)
     _run_dir_arg(p)
     _json_arg(p)
 
@@ -308,7 +315,8 @@ def _record(args: argparse.Namespace, kind: str, model: Any, record: dict[str, A
              "environment": environment(args.device, config.get("seed"))}  # fmt: skip
     if result is not None:
         extra["curves"] = curves(result)
-    write_record(args.run_dir, kind, record.get("model") or model.name, {**record, **extra})
+    label = args.label or (f"{args.model}:{args.preset}" if args.preset else args.model)
+    write_record(args.run_dir, kind, label, {**record, **extra})
 
 
 def cmd_run(args: argparse.Namespace) -> None:
