@@ -271,6 +271,26 @@ def test_report_tables_from_hand_written_records(tmp_path):
     page = (out / "index.html").read_text()
     assert page.count("<strong>") == 2 and '<table class="studies">' in page
 
+    # One run alone, a NaN and a column where every run ties: nothing to mark as best.
+    lone = _write_record(tmp_path / "c", {
+        "kind": "run", "label": "nan", "metrics": {"recall@20": float("nan"), "mrr@20": 0.25},
+    })  # fmt: skip
+    for dirs, expected in [([run], "| pop (run) | – | – | – | 0.5000 | – | – | – | 0.2500 |"),
+                           ([run, lone], "| nan (run) | – | – | – | nan | – | – | – | 0.2500 |")]:
+        assert main(["report", *map(str, dirs), "--out", str(out)]) == 0
+        text = (out / "report.md").read_text()
+        assert "**" not in text and expected in text
+    # A study whose trials were all pruned or failed, one still running elsewhere.
+    stopped = _write_record(tmp_path / "d", {
+        "kind": "tune", "label": "t", "trials": [trials[1], trials[3],
+        {"number": 4, "state": "RUNNING", "value": None, "params": {}, "seconds": None,
+         "intermediate": {}}],
+    })  # fmt: skip
+    assert main(["report", str(stopped), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| t (tune) | 3 (1 running) | 0 | 1 | 1 | 0.5 | – | – |" in text
+    assert (out / "history0.png").exists()  # the pruned trial is plotted
+
 
 def test_run_records_are_named_by_label_or_model_and_preset(tmp_path):
     runs = tmp_path / "runs"
@@ -284,3 +304,20 @@ def test_run_records_are_named_by_label_or_model_and_preset(tmp_path):
         record = json.loads((directory / "record.json").read_text())
         labels[record["label"]] = directory.name.split("-", 3)[3]
     assert labels == {"pop baseline": "pop-baseline", "gru4rec:rsc15": "gru4rec-rsc15"}
+
+
+def test_records_written_at_once_under_one_name_all_survive(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nextclick.records import read_record, write_record
+
+    # Workers of one study can end in the same second with the same label.
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda i: write_record(tmp_path, "tune", "shared", {"i": i}),
+                              range(8)))  # fmt: skip
+    assert len(set(paths)) == 8 and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in paths
+    )
+    assert sorted(read_record(p)["i"] for p in paths) == list(range(8))
+    assert all(p.name.split("-", 3)[3] in {"shared", *(f"shared-{n}" for n in range(2, 9))}
+               for p in paths)  # fmt: skip

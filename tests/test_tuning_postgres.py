@@ -5,6 +5,7 @@ server is a one-line error. The server is a throw-away cluster on a free port.""
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import subprocess
@@ -54,22 +55,31 @@ class PostgresServer:
             command = ["runuser", "-u", "postgres", "--", *command]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()}")
+            log = self.directory / "log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()}\n{tail}")
 
     def __enter__(self) -> PostgresServer:
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "nextclick", "-A", "trust", "--no-sync")
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.directory / "log"),
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off", "start")  # fmt: skip
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "nextclick",
-                  "optuna")  # fmt: skip
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres", "postgres")
+            # No locale: a machine's LANG may name a locale it has not generated.
+            self._run("initdb", "-D", str(self.data), "-U", "nextclick", "-A", "trust",
+                      "--no-sync", "--no-locale", "-E", "UTF8")  # fmt: skip
+            self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.directory / "log"),
+                      "-o", f"-p {self.port} -k {self.directory} "
+                      "-c listen_addresses=127.0.0.1 -c fsync=off", "start")  # fmt: skip
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "nextclick",
+                      "optuna")  # fmt: skip
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "immediate", "stop")
+            if (self.data / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -89,23 +99,30 @@ def _tune(storage: str, trials: int, tmp_path: Path) -> list[str]:
 
 
 def test_two_workers_share_a_postgresql_study_and_a_later_run_resumes_it(postgres, tmp_path):
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [subprocess.Popen(_tune(postgres.url, 10, tmp_path), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
-    for worker in workers:
-        _, err = worker.communicate(timeout=300)
-        assert worker.returncode == 0, err
-    study = optuna.load_study(study_name="shared", storage=postgres.url)
-    trials = study.get_trials(deepcopy=False)
+                                stderr=log.open("w")) for log in logs]  # fmt: skip
+    try:
+        for worker, log in zip(workers, logs, strict=True):
+            assert worker.wait(timeout=300) == 0, log.read_text()
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    trials = optuna.load_study(study_name="shared", storage=postgres.url).get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))  # each once, none missing
     assert 10 <= len(trials) <= 11  # a worker may start one more as the other ends the 10th
     assert {t.state.name for t in trials} == {"COMPLETE"}
+    # The two workers really ran trials at the same time.
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
     first = len(trials)
     done = subprocess.run(_tune(postgres.url, first + 2, tmp_path), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     resumed = optuna.load_study(study_name="shared", storage=postgres.url).get_trials()
     assert [t.number for t in resumed] == list(range(first + 2))
-    assert [t.params for t in resumed[:first]] == [t.params for t in trials]
+    assert {t.state.name for t in resumed[first:]} == {"COMPLETE"}
 
 
 def test_unreachable_postgresql_is_a_one_line_error(tmp_path, capsys):
@@ -116,5 +133,5 @@ def test_unreachable_postgresql_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith(f"nextclick: error: --storage {url}: OperationalError: ")
-    assert "Connection refused" in err and "\n" not in err
+    assert "\n" not in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -9,6 +9,7 @@ git commit). It is separate from the model directory that ``--out`` writes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -72,15 +73,23 @@ def write_record(run_dir: str | os.PathLike[str], kind: str, label: str,
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
     base = Path(run_dir) / f"{stamp}-{kind}-{safe}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    # Workers of one study can end in the same second: an exclusive mkdir claims the name.
+    for n in itertools.count(1):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue
     body = {"kind": kind, "label": label, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": sys.argv, **record}  # fmt: skip
-    with atomic_path(path) as tmp:
-        tmp.mkdir()
-        (tmp / RECORD).write_text(json.dumps(body, indent=2, default=_plain) + "\n")
+    try:
+        with atomic_path(path / RECORD) as tmp:
+            tmp.write_text(json.dumps(body, indent=2, default=_plain) + "\n")
+    except BaseException:
+        path.rmdir()  # no half-made record for a report to trip on
+        raise
     return path
 
 

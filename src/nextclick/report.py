@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ class Run:
     trials: list[dict[str, Any]]
     importances: dict[str, float]
     metric: str | None
-    best_value: float | None
     best_params: dict[str, Any]
 
     @classmethod
@@ -54,7 +54,6 @@ class Run:
             trials=record.get("trials") or [],
             importances=record.get("importances") or {},
             metric=record.get("metric"),
-            best_value=record.get("best_value"),
             best_params=record.get("best_params") or {},
         )
 
@@ -85,19 +84,24 @@ ACCURACY = (*(f"recall@{k}" for k in KS), *(f"mrr@{k}" for k in KS))
 
 
 def _table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """The metrics table; each cell is (text, best): the highest accuracy of its column."""
+    """The metrics table; each cell is (text, best): the highest accuracy of its column,
+    marked only where the column has at least two different values."""
     header = ["run", *(f"Recall@{k}" for k in KS), *(f"MRR@{k}" for k in KS), "coverage@20",
               "popularity@20", "train s"]  # fmt: skip
-    top = {key: max((r.metrics[key] for r in runs if key in r.metrics), default=None)
-           for key in ACCURACY}  # fmt: skip
+    top = {}
+    for key in ACCURACY:
+        values = {_finite(r.metrics.get(key)) for r in runs} - {None}
+        if len(values) > 1:
+            top[key] = max(values)
     rows = []
     for run in runs:
         m = run.metrics
 
         def cell(key: str, m: dict[str, float] = m) -> tuple[str, bool]:
-            if key not in m:
-                return "–", False
-            return f"{m[key]:.4f}", len(runs) > 1 and key in top and m[key] == top[key]
+            value = _finite(m.get(key))
+            if value is None:
+                return ("–" if m.get(key) is None else str(m[key])), False
+            return f"{value:.4f}", value == top.get(key)
 
         seconds = "–" if run.train_seconds is None else f"{run.train_seconds:.1f}"
         rows.append([(run.label, False), *(cell(key) for key in ACCURACY), cell("coverage@20"),
@@ -118,9 +122,12 @@ def _study_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
         best = _best_trial(run)
         value = "–"
         if best is not None:
-            value = f"{run.metric} {best['value']:.4f} (trial {best['number']})"
+            value = f"{run.metric or 'value'} {best['value']:.4f} (trial {best['number']})"
         params = ", ".join(f"{k}={v}" for k, v in run.searched_params().items())
-        rows.append([run.label, str(len(states)), str(states.count("COMPLETE")),
+        # Another worker's trials can still be running when a record is written.
+        running = len(states) - sum(states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL"))
+        total = f"{len(states)} ({running} running)" if running else str(len(states))
+        rows.append([run.label, total, str(states.count("COMPLETE")),
                      str(states.count("PRUNED")), str(states.count("FAIL")), f"{minutes:.1f}",
                      value, params or "–"])  # fmt: skip
     return header, rows
@@ -250,16 +257,17 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
         axes[1].set_yticks([])
         save("bias", "Popularity bias and coverage", fig)
     for i, run in enumerate(r for r in runs if r.trials):
-        done = [t for t in run.trials if t["state"] == "COMPLETE"]
-        if done:
+        done = [t for t in run.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+        pruned = [t for t in run.trials if t["state"] == "PRUNED" and t["intermediate"]]
+        if done or pruned:
             fig, ax = plt.subplots(figsize=(6, 3.8))
             numbers = [t["number"] for t in done]
             values = [t["value"] for t in done]
             best = [max(values[: j + 1]) for j in range(len(values))]
             ax.scatter(numbers, values, s=12, label="complete trial")
             ax.step(numbers, best, where="post", color="C1", label="best so far")
-            # A pruned trial is shown at the last value it reported before it was stopped.
-            pruned = [t for t in run.trials if t["state"] == "PRUNED" and t["intermediate"]]
+            # A pruned trial has no value; its last report shows how far below the others
+            # the pruner stopped it.
             if pruned:
                 last = [t["intermediate"][max(t["intermediate"], key=int)] for t in pruned]
                 ax.scatter([t["number"] for t in pruned], last, s=12, marker="x",
@@ -276,6 +284,10 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
             ax.set_xlabel("importance")
             save(f"importance{i}", f"Parameter importances: {run.label}", fig)
     return figures
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _best_trial(run: Run) -> dict[str, Any] | None:
