@@ -463,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nextclick").setLevel(logging.WARNING if args.quiet else logging.INFO)
     args.progress = sys.stderr.isatty() and not getattr(args, "json", False)
     try:
+        if args.command in ("train", "run", "tune"):
+            from nextclick.records import git_commit
+
+            git_commit()  # now, before hours of training: the record names this code
         COMMANDS[args.command](args)
     except NextclickError as exc:
         print(f"nextclick: error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ git commit). It is separate from the model directory that ``--out`` writes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -47,11 +48,14 @@ def environment(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
         "nextclick": __version__, "python": platform.python_version(),
         "platform": platform.platform(), "torch": torch.__version__, "numpy": np.__version__,
         "pandas": pandas.__version__, "numba": numba.__version__, "device": device,
-        "cpu_count": os.cpu_count(), "seed": seed, "git_commit": _git_commit(),
+        "cpu_count": os.cpu_count(), "seed": seed, "git_commit": git_commit(),
     }  # fmt: skip
 
 
-def _git_commit() -> str | None:
+@functools.cache
+def git_commit() -> str | None:
+    """The checkout's HEAD, read once per process: a record of a long study names the code it
+    started with, even if the checkout moves on meanwhile."""
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5, cwd=Path(__file__).parent)  # fmt: skip
