@@ -289,6 +289,7 @@ def test_report_tables_from_hand_written_records(tmp_path):
     assert main(["report", str(stopped), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "| t (tune) | 3 (1 running) | 0 | 1 | 1 | 0.5 | – | – |" in text
+    assert "| run |" not in text  # no final test: no metrics table
     assert (out / "history0.png").exists()  # the pruned trial is plotted
 
 

@@ -85,7 +85,9 @@ ACCURACY = (*(f"recall@{k}" for k in KS), *(f"mrr@{k}" for k in KS))
 
 def _table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """The metrics table; each cell is (text, best): the highest accuracy of its column,
-    marked only where the column has at least two different values."""
+    marked only where the column has at least two different values. A study run without a
+    final test has no row here, only one in the studies table."""
+    runs = [r for r in runs if r.metrics]
     header = ["run", *(f"Recall@{k}" for k in KS), *(f"MRR@{k}" for k in KS), "coverage@20",
               "popularity@20", "train s"]  # fmt: skip
     top = {}
@@ -141,7 +143,9 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _markdown(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
     header, cells = _table_rows(runs)
     rows = [[f"**{text}**" if best else text for text, best in row] for row in cells]
-    lines = ["# nextclick report", "", *_markdown_table(header, rows)]
+    lines = ["# nextclick report"]
+    if rows:
+        lines += ["", *_markdown_table(header, rows)]
     study_header, study_rows = _study_rows(runs)
     if study_rows:
         lines += ["", "## Studies", "", *_markdown_table(study_header, study_rows)]
@@ -161,7 +165,7 @@ def _html_table(header: list[str], rows: list[list[tuple[str, bool]]], name: str
 
 def _html(runs: Sequence[Run], figures: dict[str, tuple[str, bytes]]) -> str:
     header, rows = _table_rows(runs)
-    tables = _html_table(header, rows, "metrics")
+    tables = _html_table(header, rows, "metrics") if rows else ""
     study_header, study_rows = _study_rows(runs)
     if study_rows:
         cells = [[(text, False) for text in row] for row in study_rows]
