@@ -197,6 +197,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figures: dict[str, tuple[str, bytes]] = {}
 
@@ -227,6 +228,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
             ax.plot([e["epoch"] for e in run.epochs], [e["loss"] for e in run.epochs], marker="o",
                     label=run.label)  # fmt: skip
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("training loss")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -240,6 +242,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
             ax.plot([int(k) for k, _ in steps], [v for _, v in steps], marker="o",
                     label=f"{run.label}, trial {trial['number']}")  # fmt: skip
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(validation[0][0].metric or "validation metric")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
