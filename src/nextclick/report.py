@@ -57,12 +57,6 @@ class Run:
             best_params=record.get("best_params") or {},
         )
 
-    def searched_params(self) -> dict[str, Any]:
-        """The best parameters that the study searched (its fixed ones left out)."""
-        best = _best_trial(self)
-        names = best["params"] if best else {}
-        return {k: v for k, v in self.best_params.items() if k in names}
-
 
 def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
     """Write ``out/index.html``, ``out/report.md`` and the plots; returns ``out``."""
@@ -122,10 +116,12 @@ def _study_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
         states = [t["state"] for t in run.trials]
         minutes = sum(t.get("seconds") or 0.0 for t in run.trials) / 60
         best = _best_trial(run)
-        value = "–"
+        value, params = "–", ""
         if best is not None:
             value = f"{run.metric or 'value'} {best['value']:.4f} (trial {best['number']})"
-        params = ", ".join(f"{k}={v}" for k, v in run.searched_params().items())
+            # The study's cleaned values, for the parameters it searched (not its fixed ones).
+            params = ", ".join(f"{k}={v}" for k, v in run.best_params.items()
+                               if k in best["params"])  # fmt: skip
         # Another worker's trials can still be running when a record is written.
         running = len(states) - sum(states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL"))
         total = f"{len(states)} ({running} running)" if running else str(len(states))
@@ -264,7 +260,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
         axes[1].set_yticks([])
         save("bias", "Popularity bias and coverage", fig)
     for i, run in enumerate(r for r in runs if r.trials):
-        done = [t for t in run.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+        done = _complete(run)
         pruned = [t for t in run.trials if t["state"] == "PRUNED" and t["intermediate"]]
         if done or pruned:
             fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -297,6 +293,9 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+def _complete(run: Run) -> list[dict[str, Any]]:
+    return [t for t in run.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+
+
 def _best_trial(run: Run) -> dict[str, Any] | None:
-    done = [t for t in run.trials if t["state"] == "COMPLETE" and t["value"] is not None]
-    return max(done, key=lambda t: t["value"]) if done else None
+    return max(_complete(run), key=lambda t: t["value"], default=None)

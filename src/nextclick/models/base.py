@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -119,34 +119,44 @@ class Recommender(ABC):
 
     # -- conveniences built on the incremental form ----------------------------------------
 
+    def states_after(self, prefixes: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, State]]:
+        """The state after each non-empty prefix, in groups as the prefixes end: pairs of
+        (positions in ``prefixes``, the state of those rows).
+
+        All prefixes advance together, one step per position, longest first; each group must
+        be used before the iteration goes on.
+        """
+        lengths = np.array([len(p) for p in prefixes], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        lengths = lengths[order]
+        padded = np.zeros((len(prefixes), int(lengths.max(initial=0))), dtype=np.int64)
+        for row, i in enumerate(order):
+            padded[row, : lengths[row]] = prefixes[i]
+        if not padded.size:
+            return
+        state = self.init_state(int((lengths > 0).sum()))
+        for t in range(padded.shape[1]):
+            running = int((lengths > t).sum())
+            state = self.step(state, padded[:running, t])
+            going_on = int((lengths > t + 1).sum())
+            if going_on < running:
+                yield order[going_on:running], self.select(state, np.arange(going_on, running))
+                if going_on:
+                    state = self.select(state, np.arange(going_on))
+
     def score_prefixes(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
         """Scores of all items after each prefix: (len(prefixes), n_items).
 
         Every prefix must hold at least one item index.
         """
-        lengths = np.array([len(p) for p in prefixes], dtype=np.int64)
-        if (lengths == 0).any():
+        if any(len(p) == 0 for p in prefixes):
             raise ValueError("every prefix needs at least one item")
-        order = np.argsort(-lengths, kind="stable")
-        padded = np.zeros((len(prefixes), int(lengths.max(initial=0))), dtype=np.int64)
-        for row, p in enumerate(prefixes):
-            padded[row, : len(p)] = p
-        padded, lengths = padded[order], lengths[order]
         out: np.ndarray | None = None
-        state = self.init_state(len(prefixes))
-        active = len(prefixes)
-        for t in range(padded.shape[1]):
-            n_t = int((lengths > t).sum())
-            if n_t < active:
-                state = self.select(state, np.arange(n_t))
-                active = n_t
-            state = self.step(state, padded[:n_t, t])
-            done = np.flatnonzero(lengths[:n_t] == t + 1)
-            if len(done):
-                block = self.scores(self.select(state, done))
-                if out is None:
-                    out = np.empty((len(prefixes), block.shape[1]), dtype=block.dtype)
-                out[order[done]] = block
+        for rows, state in self.states_after(prefixes):
+            block = self.scores(state)
+            if out is None:
+                out = np.empty((len(prefixes), block.shape[1]), dtype=block.dtype)
+            out[rows] = block
         assert out is not None
         return out
 

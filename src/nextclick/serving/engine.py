@@ -200,24 +200,11 @@ class Engine:
         return self._empty
 
     def _replay(self, prefixes: Sequence[Sequence[int]]) -> list[bytes]:
-        """Packed states after each prefix of item indices: one step per position for all
-        the prefixes still running, longest first."""
-        model = self.model
-        lengths = np.array([len(p) for p in prefixes])
-        order = np.argsort(-lengths, kind="stable")
+        """Packed states after each prefix of item indices (the empty state for none)."""
         out: list[bytes] = [self._empty_state()] * len(prefixes)
-        state = model.init_state(len(prefixes))
-        active = len(prefixes)
-        for t in range(int(lengths.max(initial=0))):
-            running = int((lengths > t).sum())
-            if running < active:
-                done = model.pack_states(model.select(state, np.arange(running, active)))
-                for row, blob in zip(order[running:active], done, strict=True):
-                    out[row] = blob
-                state, active = model.select(state, np.arange(running)), running
-            state = model.step(state, np.array([prefixes[row][t] for row in order[:running]]))
-        for row, blob in zip(order[:active], model.pack_states(state), strict=True):
-            out[row] = blob
+        for rows, state in self.model.states_after(prefixes):
+            for row, blob in zip(rows, self.model.pack_states(state), strict=True):
+                out[row] = blob
         return out
 
     def _scores(self, records: Sequence[SessionRecord]) -> np.ndarray:
