@@ -175,8 +175,36 @@ async def open_loop(port: int, rate: float, seconds: float, sessions: list[list[
     }  # fmt: skip
 
 
-def load(port: int, rate: float, seconds: float, sessions: list[list[int]], run: str) -> dict:
+def thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by each thread of the processes, by thread kind."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                name = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            if name.startswith("redis"):
+                kind = "redis-server"
+            else:  # a service process: its main thread runs the event loop
+                kind = "event loop" if int(task.name) == pid else "other threads"
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def load(port: int, rate: float, seconds: float, sessions: list[list[int]], run: str,
+         pids: list[int] | None = None) -> dict:  # fmt: skip
+    """One open-loop run; with ``pids``, also the CPU time per click of their threads."""
+    before = thread_cpu(pids) if pids else {}
     result = asyncio.run(open_loop(port, rate, seconds, sessions, run))
+    if pids:
+        after = thread_cpu(pids)
+        result["cpu_ms_per_click"] = {
+            kind: round((after[kind] - before.get(kind, 0.0)) * 1000 / result["requests"], 3)
+            for kind in after if after[kind] > before.get(kind, 0.0)
+        }
     print(f"  {rate:>6.0f}/s for {seconds:.0f} s: p50 {result['p50_ms']} ms, p99 "
           f"{result['p99_ms']} ms, errors {result['errors']}", file=sys.stderr)  # fmt: skip
     return result
@@ -261,10 +289,12 @@ def hold_sessions(port: int, n: int, sessions: list[list[int]], run: str) -> Non
 
 
 def setup_run(name: str, service: Service, args: argparse.Namespace,
-              sessions: list[list[int]]) -> dict:  # fmt: skip
+              sessions: list[list[int]], redis: Redis | None) -> dict:  # fmt: skip
     print(f"{name}:", file=sys.stderr)
     load(service.port, 100, 5, sessions, f"{name}-warm")
-    out: dict = {"at_rate": load(service.port, args.rate, args.duration, sessions, f"{name}-a")}
+    pids = child_pids(service.process.pid) + ([redis.process.pid] if redis else [])
+    out: dict = {"at_rate": load(service.port, args.rate, args.duration, sessions, f"{name}-a",
+                                 pids)}
     steps, best = [], None
     for rate in args.search_rates:
         result = load(service.port, rate, args.search_seconds, sessions, f"{name}-s{rate}")
@@ -291,7 +321,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--duration", type=float, default=60)
-    parser.add_argument("--search-rates", type=float, nargs="+",
+    parser.add_argument("--search-rates", type=float, nargs="*",
                         default=[400, 500, 600, 750, 1000, 1250, 1500, 2000])  # fmt: skip
     parser.add_argument("--search-seconds", type=float, default=20)
     parser.add_argument("--sessions", type=int, default=20000)
@@ -328,7 +358,8 @@ def main() -> None:
                 redis.client.flushall()
                 service = Service(model_dir, 2 if setup == "redis-2proc" else 1, redis.url)
             try:
-                result = setup_run(setup, service, args, sessions)
+                result = setup_run(setup, service, args, sessions,
+                                   None if setup == "memory" else redis)
                 if setup == "redis":
                     assert redis is not None
                     before = redis.used_memory()
