@@ -32,7 +32,7 @@ def test_train_then_evaluate_equals_run(tmp_path, capsys):
                              "--param", "lmbd=10", "--out", str(model_dir), "--json"])  # fmt: skip
     assert trained["model"] == "itemknn" and trained["out"] == str(model_dir)
     meta = json.loads((model_dir / "model.json").read_text())
-    assert meta["config"] == {"n_sims": 100, "lmbd": 10.0, "alpha": 0.5}
+    assert meta["config"] == {"n_sims": 100, "lmbd": 10.0, "alpha": 0.5, "counting": "sessions"}
     evaluated = _json(capsys, ["evaluate", "--model-dir", str(model_dir), "--test", TEST,
                                "--json"])  # fmt: skip
     ran = _json(capsys, ["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST,
@@ -54,7 +54,7 @@ def test_params_file_and_override_order(tmp_path, capsys):
     _json(capsys, ["train", "--model", "itemknn", "--train", TRAIN, "--params", str(params),
                    "--param", "lmbd=2", "--out", str(out), "--json"])  # fmt: skip
     config = json.loads((out / "model.json").read_text())["config"]
-    assert config == {"n_sims": 5, "lmbd": 2.0, "alpha": 0.5}
+    assert config == {"n_sims": 5, "lmbd": 2.0, "alpha": 0.5, "counting": "sessions"}
 
 
 def test_compare_prints_one_table(capsys):
@@ -83,7 +83,7 @@ def test_compare_json_and_tie_mode(capsys):
         (["run", "--model", "nope", "--train", TRAIN, "--test", TEST],
          "unknown model 'nope'; models: pop, spop, itemknn, bprmf, sknn, vsknn, gru4rec"),
         (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "k=3"],
-         "unknown parameter 'k'; known parameters: alpha, lmbd, n_sims"),
+         "unknown parameter 'k'; known parameters: alpha, counting, lmbd, n_sims"),
         (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "lmbd=x"],
          "parameter 'lmbd': 'x' is not a number"),
         (["run", "--model", "itemknn", "--train", TRAIN, "--test", TEST, "--param", "alpha=2"],

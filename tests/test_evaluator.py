@@ -26,8 +26,11 @@ def rsc15():
 def brute_force(model, sessions, k_max):
     """Ranks (standard, conservative) and top lists, one session at a time.
 
-    Plain comparisons over the model's scores; ties in a top list go to the lower index.
+    Plain comparisons over the model's scores; ties in a top list go to the lower index; an
+    item at or below the model's no-evidence score is never listed, and as a target it is a
+    miss (rank infinity) in every tie mode.
     """
+    floor = model.score_floor
     ranks_std, ranks_con, tops = [], [], []
     for s in range(sessions.n_sessions):
         items = sessions.session(s)
@@ -37,10 +40,12 @@ def brute_force(model, sessions, k_max):
         for t in range(len(items) - 1):
             scores = all_scores[t]
             target = scores[items[t + 1]]
-            ranks_std.append(1 + int(np.count_nonzero(scores > target)))
-            ranks_con.append(int(np.count_nonzero(scores >= target)))
+            listed = target > floor
+            ranks_std.append(1 + int(np.count_nonzero(scores > target)) if listed else np.inf)
+            ranks_con.append(int(np.count_nonzero(scores >= target)) if listed else np.inf)
             order = np.lexsort((np.arange(len(scores)), -scores))
-            tops.append(order[:k_max])
+            order = order[scores[order] > floor][:k_max]
+            tops.append(np.pad(order, (0, k_max - len(order)), constant_values=-1))
     return np.array(ranks_std, float), np.array(ranks_con, float), np.array(tops)
 
 
@@ -51,8 +56,11 @@ def reference_metrics(ranks, tops, support, n_items):
         out[f"recall@{k}"] = hit.mean()
         out[f"mrr@{k}"] = np.where(hit, 1 / ranks, 0).mean()
         out[f"ndcg@{k}"] = np.where(hit, 1 / np.log2(ranks + 1), 0).mean()
-        out[f"coverage@{k}"] = len(set(tops[:, :k].ravel().tolist())) / n_items
-        out[f"popularity@{k}"] = (support[tops[:, :k]] / support.max()).mean(axis=1).mean()
+        lists = [[i for i in row if i >= 0] for row in tops[:, :k].tolist()]
+        out[f"coverage@{k}"] = len({i for row in lists for i in row}) / n_items
+        out[f"popularity@{k}"] = np.mean(
+            [np.mean(support[row]) / support.max() for row in lists if row]
+        )
     return out
 
 

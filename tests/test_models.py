@@ -91,9 +91,10 @@ KNOWN_ANSWERS = {
     "pop": [("A", "EABCDF", True), ("FF", "EABCDF", True)],
     # Session count first (A twice; then B once), then popularity p/(p+1): E > C = D > F.
     "spop": [("ABA", "ABECDF", True), ("F", "FEABCD", True)],
-    # Only the last item counts. sim(C, D) = 6/(6+20) beats sim(C, A) = sim(C, B) =
-    # 6/sqrt(26*29); C itself (diagonal), E and F are 0. F's only neighbour is E.
-    "itemknn": [("AC", "DABCEF", True), ("F", "EABCDF", True)],
+    # Only the last item counts. Sessions holding both: sim(C, D) = 6/(6+20) beats
+    # sim(C, A) = sim(C, B) = 6/sqrt(26*29); C itself (diagonal), E and F score 0 (no
+    # evidence) and are never listed. F's only neighbour is E.
+    "itemknn": [("AC", "DAB", True), ("F", "E", True)],
     # The clusters {A, B, C, D} and {E, F} are what BPR must learn; the order inside is not
     # defined by the data.
     "bprmf": [("E", "EF", False), ("A", "ABCD", False)],
@@ -119,7 +120,9 @@ def test_fit_on_tiny_pattern_gives_known_answer(name):
     model = create_model(name, TINY_PARAMS.get(name, {}))
     assert model.fit(train, index) is model
     for prefix, expected, ordered in KNOWN_ANSWERS[name]:
-        items, _ = model.recommend(index.encode(np.array(list(prefix))), k=len(expected))
+        # k = 6 shows that the kNN models leave items without evidence out.
+        k = 6 if model.no_evidence_score is not None else len(expected)
+        items, _ = model.recommend(index.encode(np.array(list(prefix))), k=k)
         got = "".join(index.decode(items))
         assert (got if ordered else sorted(got)) == (expected if ordered else sorted(expected)), (
             f"after {prefix}"
@@ -152,8 +155,11 @@ def test_recommend_honours_k_and_exclude_best_first_ties_by_index(fitted, rsc15_
     prefix = rsc15_sample.test.session(3)[:3]
     scores = fitted.score_prefixes([prefix])[0]
     # Plain sort: higher score first, lower index first among equal scores. Every model has
-    # ties in the tail (zeros for the kNN models, equal supports for POP/S-POP).
+    # ties (equal supports for POP/S-POP); the kNN models never list items they score 0.
     expected = sorted(range(fitted.n_items), key=lambda i: (-scores[i], i))
+    expected = [i for i in expected if scores[i] > fitted.score_floor]
+    if fitted.no_evidence_score is not None:
+        assert 25 < len(expected) < fitted.n_items  # the case reaches the items without evidence
 
     items, values = fitted.recommend(prefix, k=25)
     assert items.tolist() == expected[:25]
@@ -281,14 +287,20 @@ def all_prefixes(queries):
 # -- Item-KNN ---------------------------------------------------------------------------------
 
 
-def reference_itemknn_candidates(sessions, n_items, lmbd, alpha):
+def reference_itemknn_candidates(sessions, n_items, lmbd, alpha, counting):
     """For each item, all (sim, j) with cooc > 0, best first, ties by lower j."""
-    support = Counter(item for s in sessions for item in s)
     cooc = defaultdict(float)
-    for s in sessions:
-        for i in s:  # every event of i ...
-            for j in s:  # ... adds 1 for every event of j in the session
-                if i != j:
+    if counting == "sessions":  # the GRU4Rec paper: sessions holding the items
+        support = Counter(item for s in sessions for item in set(s))
+        for s in sessions:
+            for i in set(s):
+                for j in set(s) - {i}:
+                    cooc[i, j] += 1
+    else:  # session-rec: support counts events; each event of i adds 1 per distinct j
+        support = Counter(item for s in sessions for item in s)
+        for s in sessions:
+            for i in s:
+                for j in set(s) - {i}:
                     cooc[i, j] += 1
     out = []
     for i in range(n_items):
@@ -303,14 +315,16 @@ def reference_itemknn_candidates(sessions, n_items, lmbd, alpha):
 
 @pytest.mark.parametrize(
     "params",
-    [{"n_sims": 2}, {"n_sims": 3, "lmbd": 0.0, "alpha": 0.25}, {"lmbd": 1.5, "alpha": 1}],
+    [{"n_sims": 2, "alpha": 1}, {"n_sims": 3, "lmbd": 0.0, "alpha": 0.25},
+     {"lmbd": 1.5, "alpha": 1}, {"n_sims": 2, "alpha": 1, "counting": "session-rec"},
+     {"n_sims": 3, "lmbd": 0.0, "alpha": 0.25, "counting": "session-rec"}],
     ids=param_id,
-)
+)  # fmt: skip
 def test_itemknn_matches_reference(handmade, params):
     train, index, sessions, _ = handmade
     model = create_model("itemknn", params).fit(train, index)
     cfg = model.config
-    candidates = reference_itemknn_candidates(sessions, 8, cfg.lmbd, cfg.alpha)
+    candidates = reference_itemknn_candidates(sessions, 8, cfg.lmbd, cfg.alpha, cfg.counting)
     expected = np.zeros((8, 8))
     for i, cands in enumerate(candidates):
         for sim, j in cands[: cfg.n_sims]:
@@ -572,7 +586,7 @@ def test_wrongly_typed_parameter_is_a_config_error_naming_it():
 
 
 def test_unknown_parameter_is_a_config_error_listing_known_ones():
-    with pytest.raises(ConfigError, match=r"'alfa'.*alpha, lmbd, n_sims"):
+    with pytest.raises(ConfigError, match=r"'alfa'.*alpha, counting, lmbd, n_sims"):
         create_model("itemknn", {"alfa": 0.5})
 
 

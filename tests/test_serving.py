@@ -14,7 +14,8 @@ import pytest
 from serving_helpers import LiveServer, assert_same, client, expected, pairs
 
 from nextclick.serving.app import ServeSettings, create_app
-from nextclick.serving.engine import MAX_ITEMS, Engine
+from nextclick.serving.engine import Engine
+from nextclick.serving.store import MAX_ITEMS
 
 
 @pytest.mark.parametrize("label", ["gru4rec", "vsknn", "itemknn", "pop"])
@@ -301,11 +302,13 @@ def test_serve_bad_model_directory_is_one_line(tmp_path):
 
 
 def test_record_bytes_round_trip():
-    from nextclick.serving.engine import SessionRecord
+    from nextclick.serving.store import SessionRecord
 
-    record = SessionRecord((1, "a", 3), b"\x00\n\xff", "abc", 7, "f00d")
+    record = SessionRecord((1, "a", 3), b"\x00\n\xff", "abc", 7, "f00d", ("e1", "e2"))
     assert SessionRecord.from_bytes(record.to_bytes()) == record
-    assert json.loads(record.to_bytes().split(b"\n")[0]) == [[1, "a", 3], "abc", 7, "f00d"]
+    assert json.loads(record.to_bytes().split(b"\n")[0]) == [
+        [1, "a", 3], "abc", 7, "f00d", ["e1", "e2"]
+    ]
 
 
 @pytest.mark.parametrize("state", ["memory", "redis"])
@@ -313,20 +316,24 @@ def test_compare_and_set_survives_delete_and_recreate(state, tmp_path):
     # A writer holding a read from before a delete and re-creation must not overwrite.
     from serving_helpers import RedisServer
 
-    from nextclick.serving.engine import SessionRecord
+    from nextclick.serving.store import SessionRecord
     from nextclick.serving.store import open_store
 
     async def scenario(url: str | None) -> list[bool]:
         store = open_store(url, 60, 1 << 20)
+
+        async def put(record: SessionRecord, expected: str | None) -> bool:
+            return (await store.put_many([("s", record, expected)]))[0]
+
         try:
             first = SessionRecord(("x",), clicks=1, token="t1")
-            results = [await store.put("s", first, None)]
+            results = [await put(first, None)]
             read = await store.get("s")
             await store.delete("s")
-            results.append(await store.put("s", SessionRecord(("y",), clicks=1, token="t2"), None))
-            results.append(await store.put("s", SessionRecord(("x", "z"), token="t3"), read.token))
+            results.append(await put(SessionRecord(("y",), clicks=1, token="t2"), None))
+            results.append(await put(SessionRecord(("x", "z"), token="t3"), read.token))
             results.append((await store.get("s")).items == ("y",))
-            results.append(await store.put("s", SessionRecord(("y", "w"), token="t4"), "t2"))
+            results.append(await put(SessionRecord(("y", "w"), token="t4"), "t2"))
             return results
         finally:
             await store.close()

@@ -27,7 +27,8 @@ SESSION, ITEM, TIME = "SessionId", "ItemId", "Time"
 #: Column used for ordering when a file has positions instead of timestamps (SR-GNN benchmarks).
 POSITION = "Pos"
 _MISSING = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"})
-_INT_RE = re.compile(r"^-?\d{1,18}$")
+#: An integer id as text (what makes an id column integer, and what ItemIndex accepts).
+INT_RE = re.compile(r"^-?\d{1,18}$")
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 
@@ -134,7 +135,7 @@ class Table:
             if np.all(np.mod(values.to_numpy(), 1) == 0):
                 return values.to_numpy(dtype=np.int64)
         text = values.astype(str).str.strip()
-        if text.str.fullmatch(_INT_RE).all():
+        if text.str.fullmatch(INT_RE).all():
             return text.to_numpy().astype(np.int64)
         return text.to_numpy().astype(str)
 

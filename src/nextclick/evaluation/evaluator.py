@@ -3,8 +3,13 @@
 Test sessions are replayed click by click; before each click the model ranks every item of
 its training item index, and the rank of the clicked item is recorded. Many sessions advance
 together (sorted by length, so the sessions still running are always the first rows), and
-when ``rows x items`` would exceed the memory budget the scores are produced in blocks of
-items, so the largest catalogue fits in bounded memory.
+when ``rows x items`` would exceed the memory budget the rows are scored in smaller groups,
+so a large catalogue fits in bounded memory.
+
+A target that the model's list can never show (an excluded repeat, or an item scoring at or
+below the model's ``no_evidence_score``) is a miss under every tie mode; the top lists follow
+:mod:`nextclick.ranking`, as ``recommend`` and the service do. The protocol is described in
+``docs/evaluation.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from tqdm import tqdm
 from nextclick.data.sessions import Encoded, SessionData, encode_sessions
 from nextclick.evaluation.metrics import TIE_MODES, Ties, metric_table, ranks_from_counts
 from nextclick.models.base import Recommender
+from nextclick.ranking import TopK, push_row, sort_heap
 
 DEFAULT_CUTOFFS = (1, 5, 10, 20)
 
@@ -69,7 +75,7 @@ def evaluate(
     batch_size
         Sessions replayed in parallel.
     max_block_bytes
-        Largest score block held at once; above it, items are scored in blocks.
+        Largest score block held at once; above it, fewer sessions are scored at a time.
     """
     if ties not in TIE_MODES:
         raise ValueError(f"ties must be one of {TIE_MODES}, got {ties!r}")
@@ -126,7 +132,7 @@ def _replay(
     n_greater_equal = np.zeros(n_total, dtype=np.int64)
     top = np.full((n_total, k_max), -1, dtype=np.int64)
     excluded = np.zeros(n_total, dtype=bool)
-    n_items = model.n_items
+    floor = model.score_floor
     order = np.flatnonzero(lengths >= 2)
     order = order[np.argsort(-lengths[order], kind="stable")]
     bar = tqdm(total=n_total, desc="evaluate", unit="click", disable=not progress, leave=False)
@@ -150,10 +156,11 @@ def _replay(
             )
             out = first_target[chunk[:n_t]] + t
             gt, ge, best, target_scores = _rank_step(
-                model, state, targets, seen, n_items, k_max, max_block_bytes
+                model, state, targets, seen, k_max, max_block_bytes
             )
             n_greater[out], n_greater_equal[out], top[out] = gt, ge, best
-            excluded[out] = np.isneginf(target_scores)
+            # Excluded targets and those the model has no evidence for are never listed.
+            excluded[out] = ~(target_scores > floor)
             bar.update(n_t)
     bar.close()
     return n_greater, n_greater_equal, top, excluded
@@ -164,77 +171,54 @@ def _rank_step(
     state: object,
     targets: np.ndarray,
     seen: np.ndarray | None,
-    n_items: int,
     k_max: int,
     max_block_bytes: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of items scoring above / at least each target, the top lists, target scores.
+
+    Rows are scored in groups whose (rows x items) float64 scores fit ``max_block_bytes``,
+    each group once over the whole catalogue.
+    """
     n = len(targets)
-    rows = np.arange(n)
-    block = max(1, min(n_items, max_block_bytes // (8 * n)))
-    bounds = [(c, min(c + block, n_items)) for c in range(0, n_items, block)]
     gt = np.zeros(n, dtype=np.int64)
     ge = np.zeros(n, dtype=np.int64)
-    top_scores = np.full((n, k_max), -np.inf, dtype=np.float64)
-    top_items = np.full((n, k_max), -1, dtype=np.int64)
+    top = TopK(n, k_max, model.score_floor)
     target_scores = np.empty(n, dtype=np.float64)
-    cached = None
-    # The target's score must be known before counting, so with several blocks the scores
-    # are produced twice; with one block (the usual case) they are reused.
-    for c0, c1 in bounds:
-        scores = _block(model, state, c0, c1, seen)
-        inside = (targets >= c0) & (targets < c1)
-        target_scores[inside] = scores[rows[inside], targets[inside] - c0]
-        if len(bounds) == 1:
-            cached = scores
+    group = max(1, max_block_bytes // (8 * model.n_items))
+    for r0 in range(0, n, group):
+        r1 = min(n, r0 + group)
+        part = state if (r0, r1) == (0, n) else model.select(state, np.arange(r0, r1))
+        scores = model.scores(part)
+        if seen is not None:
+            rows = np.repeat(np.arange(r1 - r0), seen.shape[1])
+            scores[rows, seen[r0:r1].ravel()] = -np.inf
+        _count_and_top(scores, targets[r0:r1], top.floor, top.ks[r0:r1], top.scores[r0:r1],
+                       top.items[r0:r1], top.sizes[r0:r1], gt[r0:r1], ge[r0:r1],
+                       target_scores[r0:r1])  # fmt: skip
     bad = np.isnan(target_scores)
     if bad.any():
         raise FloatingPointError(f"{model.name} produced NaN scores for {int(bad.sum())} targets")
-    for c0, c1 in bounds:
-        scores = cached if cached is not None else _block(model, state, c0, c1, seen)
-        _count_and_top(scores, c0, target_scores, gt, ge, top_scores, top_items)
-    return gt, ge, top_items, target_scores
-
-
-def _block(
-    model: Recommender, state: object, c0: int, c1: int, seen: np.ndarray | None
-) -> np.ndarray:
-    scores = model.scores(state, c0, c1)
-    if seen is not None:
-        rows = np.repeat(np.arange(seen.shape[0]), seen.shape[1])
-        cols = seen.ravel()
-        inside = (cols >= c0) & (cols < c1)
-        scores[rows[inside], cols[inside] - c0] = -np.inf
-    return scores
+    return gt, ge, top.items, target_scores
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def _count_and_top(scores, col0, target_scores, gt, ge, top_scores, top_items):
-    """One pass per row: count scores > and >= the target's, keep the best K items.
-
-    The top list is ordered by score, then item index: a later item enters only with a
-    strictly higher score than the current K-th, so among equal scores the lower index wins.
-    """
+def _count_and_top(scores, targets, floor, ks, top_scores, top_items, sizes, gt, ge, tscores):
+    """Per row: the target's score, the numbers of items scoring above it and at least as
+    high (the target included), and the row's top list (:mod:`nextclick.ranking`)."""
     n, m = scores.shape
-    k = top_scores.shape[1]
     for r in numba.prange(n):
-        t = target_scores[r]
+        row = scores[r]
+        t = row[targets[r]]
         above = 0
         at_least = 0
-        kth = top_scores[r, k - 1]
         for j in range(m):
-            s = scores[r, j]
+            s = row[j]
             if s >= t:
                 at_least += 1
                 if s > t:
                     above += 1
-            if s > kth:
-                p = k - 1
-                while p > 0 and top_scores[r, p - 1] < s:
-                    top_scores[r, p] = top_scores[r, p - 1]
-                    top_items[r, p] = top_items[r, p - 1]
-                    p -= 1
-                top_scores[r, p] = s
-                top_items[r, p] = col0 + j
-                kth = top_scores[r, k - 1]
-        gt[r] += above
-        ge[r] += at_least
+        tscores[r] = t
+        gt[r] = above
+        ge[r] = at_least
+        sizes[r] = push_row(row, 0, floor, ks[r], top_scores[r], top_items[r], 0)
+        sort_heap(top_scores[r], top_items[r], sizes[r])

@@ -25,6 +25,7 @@ from nextclick.data.io import atomic_path
 from nextclick.data.items import ItemIndex
 from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
+from nextclick.ranking import top_k
 
 State = Any
 FORMAT_VERSION = 1
@@ -78,9 +79,7 @@ class Recommender(ABC):
 
     @property
     def n_items(self) -> int:
-        if self.item_index_ is None:
-            raise RuntimeError(f"{self.name} is not fitted")
-        return len(self.item_index_)
+        return len(self._index())
 
     # -- incremental scoring --------------------------------------------------------------
 
@@ -147,34 +146,67 @@ class Recommender(ABC):
     def score_prefixes(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
         """Scores of all items after each prefix: (len(prefixes), n_items).
 
-        Every prefix must hold at least one item index.
+        An empty prefix gets the scores of a session with no click yet.
         """
-        if any(len(p) == 0 for p in prefixes):
-            raise ValueError("every prefix needs at least one item")
         out: np.ndarray | None = None
         for rows, state in self.states_after(prefixes):
             block = self.scores(state)
             if out is None:
                 out = np.empty((len(prefixes), block.shape[1]), dtype=block.dtype)
             out[rows] = block
-        assert out is not None
-        return out
+        empty = [i for i, p in enumerate(prefixes) if len(p) == 0]
+        if empty:
+            block = self.scores(self.init_state(len(empty)))
+            if out is None:
+                out = np.empty((len(prefixes), block.shape[1]), dtype=block.dtype)
+            out[empty] = block
+        return out if out is not None else np.empty((0, self.n_items))
+
+    #: The score of an item the model has no evidence for (kNN models: 0), or None when
+    #: every score means something. Such items are never recommended, and as targets they
+    #: count as misses (:mod:`nextclick.ranking`).
+    no_evidence_score: ClassVar[float | None] = None
 
     def recommend(
         self, prefix: Sequence[int], k: int = 20, exclude: Sequence[int] = ()
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` item indices and their scores after ``prefix``, best first.
+        """Top-``k`` item indices and their scores after ``prefix`` (item indices), best
+        first; ties by lower index (:func:`nextclick.ranking.top_k`).
 
-        Ties are broken by item index; items in ``exclude`` are never returned.
+        Items in ``exclude`` and items without evidence are never returned, so the list may
+        be shorter than ``k``.
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        scores = self.score_prefixes([prefix])[0].astype(np.float64)
+        scores = self.score_prefixes([prefix])
         if len(exclude):
-            scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
-        return order, scores[order]
+            scores[0, np.asarray(exclude, dtype=np.int64)] = -np.inf
+        items, values, length = top_k(scores, k, self.score_floor)
+        return items[0, : length[0]], values[0, : length[0]]
+
+    def recommend_ids(
+        self, clicks: Sequence[Any], k: int = 20, exclude: Sequence[Any] = ()
+    ) -> list[tuple[Any, float]]:
+        """:meth:`recommend` for raw item ids: (item id, score) pairs, best first.
+
+        Ids map to items as in the HTTP service (:meth:`ItemIndex.lookup`); clicks and
+        exclusions of ids the model does not know are skipped.
+        """
+        index = self._index()
+        prefix = [i for i in map(index.lookup, clicks) if i is not None]
+        banned = [i for i in map(index.lookup, exclude) if i is not None]
+        items, scores = self.recommend(prefix, k, banned)
+        return list(zip(index.decode(items).tolist(), scores.tolist(), strict=True))
+
+    @property
+    def score_floor(self) -> float:
+        """Items scoring at or below this are never listed (``-inf`` if every score counts)."""
+        return -np.inf if self.no_evidence_score is None else self.no_evidence_score
+
+    def _index(self) -> ItemIndex:
+        if self.item_index_ is None:
+            raise RuntimeError(f"{self.name} is not fitted")
+        return self.item_index_
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -89,8 +89,10 @@ class _SessionKNN(ItemHistory, Recommender):
     """Shared index, state and scoring of SKNN and V-SKNN.
 
     The state is the (n, t) matrix of the sessions' items so far; ``scores`` finds the
-    neighbours and accumulates their items.
+    neighbours and accumulates their items. Items of no neighbour score 0 ("no evidence").
     """
+
+    no_evidence_score = 0.0
 
     def _fit(self, train: SessionData, *, progress: bool) -> None:
         recency = np.argsort(train.end_times(), kind="stable")

@@ -1,20 +1,18 @@
-"""A loaded model serving sessions: one click or one look at a time, many sessions per pass.
+"""A loaded model answering many sessions per pass, exactly as its own ``recommend`` does.
 
-A session is a :class:`SessionRecord`: the raw ids of its recent clicks and, for models that
-keep a state (GRU4Rec's hidden vectors), that state as bytes, tagged with the model version
-that made it; raw ids, not indices, so that a session survives a model with another catalogue.
-:meth:`Engine.run` takes a batch of jobs (a session, maybe a new click, what to return) and
-answers all of them with one pass through the model; :class:`MicroBatcher` gathers the jobs
-of concurrent requests into such batches.
+The service hands the engine a round of work: for each session its record and the requests
+that wait on it, in arrival order (a :class:`Chain`). The engine advances the sessions in
+*waves* (the first request of every session, then the second, ...), one model pass per wave,
+so a burst of clicks on one session costs one round, not one round each. Every list comes
+from :func:`nextclick.ranking.top_k` (ties by lower item index, no item without evidence),
+and every raw id maps to an item by :meth:`ItemIndex.lookup`: the service answers what
+``model.recommend_ids`` answers after the same clicks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,50 +22,42 @@ import torch
 
 from nextclick.models import load_model
 from nextclick.models.base import Recommender
-
-#: Clicks a session keeps (its recent history, replayed after a model reload).
-MAX_ITEMS = 50
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """What the service keeps of one session."""
-
-    items: tuple[Any, ...] = ()  # raw ids of the recent clicks, oldest first
-    state: bytes = b""  # the model's packed state after ``items`` (models with keeps_state)
-    version: str = ""  # model version that made ``state``
-    clicks: int = 0  # clicks recorded, unknown items included
-    token: str = ""  # changes with every write: what a compare-and-set compares
-
-    def to_bytes(self) -> bytes:
-        header = json.dumps([list(self.items), self.version, self.clicks, self.token])
-        return header.encode() + b"\n" + self.state
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SessionRecord:
-        header, _, state = data.partition(b"\n")
-        items, version, clicks, token = json.loads(header)
-        return cls(tuple(items), state, version, clicks, token)
+from nextclick.ranking import top_k
+from nextclick.serving.store import MAX_ITEMS, SessionRecord
 
 
-@dataclass(frozen=True)
-class Job:
-    """One request's work: record ``click`` (an item index; an unknown item is recorded as
-    ``unknown``, its raw id, without advancing the state; neither: just look) in ``record``
-    and return its top ``k`` items, never those in ``exclude``."""
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One request's work on a session: record a click (``item``: the raw id, None to only
+    look) and list the top ``k`` items, never those in ``exclude`` (item indices).
 
-    record: SessionRecord
-    click: int | None
+    A click whose ``event_id`` the session already recorded is a retry: it only looks.
+    """
+
     k: int
+    item: Any = None
+    event_id: str | None = None
     exclude: frozenset[int] = field(default_factory=frozenset)
     exclude_seen: bool = False
-    unknown: Any = None
 
 
-@dataclass(frozen=True)
-class Answer:
+@dataclass(slots=True)
+class Chain:
+    """A session's record and the operations waiting on it, oldest first."""
+
     record: SessionRecord
-    items: list[tuple[Any, float]]  # (item id, score), best first
+    ops: list[Op]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one operation gets: the session after it and its list, best first."""
+
+    record: SessionRecord
+    item_ids: list[Any]
+    scores: list[float]
+    unknown_item: bool = False  # the clicked id is not in the model: state not advanced
+    duplicate: bool = False  # the click's event id was recorded before: nothing recorded
 
 
 def directory_version(directory: Path) -> str:
@@ -81,117 +71,128 @@ def directory_version(directory: Path) -> str:
 
 
 class Engine:
-    """A loaded model directory, answering batches of jobs."""
+    """A loaded model directory, answering rounds of chains."""
 
     def __init__(self, model: Recommender, directory: Path, version: str) -> None:
+        if model.item_index_ is None or model.item_support_ is None:
+            raise ValueError("the engine needs a fitted model")
         self.model = model
         self.directory = directory
         self.version = version
-        index = model.item_index_
-        assert index is not None and model.item_support_ is not None
-        self.ids = index.ids
-        self._numeric_ids = bool(np.issubdtype(self.ids.dtype, np.integer))
-        self._lookup = {item_id: i for i, item_id in enumerate(self.ids.tolist())}
+        self.index = model.item_index_
         self._empty: bytes | None = None
 
     @classmethod
     def load(cls, directory: str | Path) -> Engine:
+        """Load a model directory, and answer one click so that the first request does not
+        pay for compiling or loading kernels."""
         directory = Path(directory)
         model = load_model(directory)
-        return cls(model, directory, directory_version(directory))
+        engine = cls(model, directory, directory_version(directory))
+        first = engine.index.decode(np.zeros(1, dtype=np.int64))[0].item()
+        engine.run([Chain(SessionRecord(), [Op(20, first)])])
+        return engine
 
     @property
     def n_items(self) -> int:
-        return len(self.ids)
+        return len(self.index)
 
-    def item_index(self, item_id: Any) -> int | None:
-        """The model's index of a raw item id (an int or a string), or None if unknown."""
-        if self._numeric_ids:
-            try:
-                item_id = int(item_id)
-            except (TypeError, ValueError):
-                return None
-        else:
-            item_id = str(item_id)
-        return self._lookup.get(item_id)
-
-    def item_id(self, index: int) -> Any:
-        return self.ids[index].item()
+    def lookup(self, item_id: Any) -> int | None:
+        """The model's index of a raw item id, or None if unknown (:meth:`ItemIndex.lookup`)."""
+        return self.index.lookup(item_id)
 
     def indices(self, item_ids: Sequence[Any]) -> list[int]:
         """Indices of the ids this model knows, in order (the others are left out)."""
-        found = (self._lookup.get(i) for i in item_ids)
-        return [i for i in found if i is not None]
+        return [i for i in map(self.index.lookup, item_ids) if i is not None]
 
     def popular(self, limit: int) -> list[tuple[Any, int]]:
         support = self.model.item_support_
         assert support is not None
         order = np.argsort(-support, kind="stable")[:limit]
-        return [(self.item_id(i), int(support[i])) for i in order]
+        return list(zip(self.index.decode(order).tolist(), support[order].tolist(), strict=True))
 
-    # -- one batch ---------------------------------------------------------------------------
+    # -- one round ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def run(self, jobs: Sequence[Job]) -> list[Answer]:
-        """Advance every job's session by its click, then score all of them at once."""
-        records = self._current([job.record for job in jobs])
-        clicked = [i for i, job in enumerate(jobs) if job.click is not None]
+    def run(self, chains: Sequence[Chain]) -> list[list[Answer]]:
+        """Each chain's answers, in order; the last answer's record is the session's new one."""
+        records = self._current([chain.record for chain in chains])
+        answers: list[list[Answer]] = [[] for _ in chains]
+        for wave in range(max((len(chain.ops) for chain in chains), default=0)):
+            rows = [c for c, chain in enumerate(chains) if len(chain.ops) > wave]
+            ops = [chains[c].ops[wave] for c in rows]
+            outcomes = [self._record_click(records[c], op) for c, op in zip(rows, ops, strict=True)]
+            self._advance(records, rows, ops, outcomes)
+            lists = self._lists([records[c] for c in rows], ops)
+            for c, (unknown, duplicate), (ids, scores) in zip(rows, outcomes, lists, strict=True):
+                answers[c].append(Answer(records[c], ids, scores, unknown, duplicate))
+        return answers
+
+    def _record_click(self, record: SessionRecord, op: Op) -> tuple[bool, bool]:
+        """(unknown item, duplicate event) of an operation on ``record``."""
+        if op.item is None:
+            return False, False
+        if op.event_id is not None and op.event_id in record.events:
+            return False, True
+        return self.lookup(op.item) is None, False
+
+    def _advance(self, records: list[SessionRecord], rows: list[int], ops: list[Op],
+                 outcomes: list[tuple[bool, bool]]) -> None:  # fmt: skip
+        """Record the wave's clicks: the item in the history, the state one step on."""
+        stepping = []
+        for c, op, (unknown, duplicate) in zip(rows, ops, outcomes, strict=True):
+            if op.item is None or duplicate:
+                continue
+            record = records[c]
+            events = record.events
+            if op.event_id is not None:
+                events = (*events, op.event_id)[-MAX_ITEMS:]
+            records[c] = replace(record, items=(*record.items, op.item)[-MAX_ITEMS:],
+                                 clicks=record.clicks + 1, events=events)  # fmt: skip
+            if not unknown:
+                stepping.append((c, self.lookup(op.item)))
+        if stepping and self.model.keeps_state:
+            empty = self._empty_state()
+            state = self.model.unpack_states([records[c].state or empty for c, _ in stepping])
+            state = self.model.step(state, np.array([i for _, i in stepping], dtype=np.int64))
+            for (c, _), blob in zip(stepping, self.model.pack_states(state), strict=True):
+                records[c] = replace(records[c], state=blob, version=self.version)
+
+    def _lists(self, records: list[SessionRecord], ops: list[Op]) -> list[tuple[list, list]]:
+        """Each record's top list for its operation: (item ids, scores)."""
+        scores = self._scores(records)
+        floor = self.model.score_floor
+        for row, (record, op) in enumerate(zip(records, ops, strict=True)):
+            banned = list(op.exclude)
+            if op.exclude_seen:
+                banned += self.indices(record.items)
+            if banned:
+                scores[row, banned] = -np.inf
+        ks = np.array([min(op.k, self.n_items) for op in ops], dtype=np.int64)
+        items, values, lengths = top_k(scores, ks, floor)
+        out = []
+        for row, n in enumerate(lengths.tolist()):
+            out.append((self.index.decode(items[row, :n]).tolist(), values[row, :n].tolist()))
+        return out
+
+    def _scores(self, records: Sequence[SessionRecord]) -> np.ndarray:
         model = self.model
         if model.keeps_state:
-            blobs = [r.state for r in records]
-            if clicked:
-                empty = self._empty_state()
-                state = model.unpack_states([blobs[i] or empty for i in clicked])
-                state = model.step(state, np.array([jobs[i].click for i in clicked]))
-                for i, blob in zip(clicked, model.pack_states(state), strict=True):
-                    blobs[i] = blob
-            records = [
-                replace(r, state=b, version=self.version)
-                for r, b in zip(records, blobs, strict=True)
-            ]
-        for i, job in enumerate(jobs):
-            if job.click is not None or job.unknown is not None:
-                record = records[i]
-                item = job.unknown if job.click is None else self.item_id(job.click)
-                records[i] = replace(record, items=(*record.items, item)[-MAX_ITEMS:],
-                                     version=self.version, clicks=record.clicks + 1)  # fmt: skip
-        scores = self._scores(records)
-        k_max = max(min(job.k, self.n_items) for job in jobs)
-        for row, (job, record) in enumerate(zip(jobs, records, strict=True)):
-            banned = set(job.exclude)
-            if job.exclude_seen:
-                banned.update(self.indices(record.items))
-            if banned:
-                scores[row, np.fromiter(banned, dtype=np.int64)] = -np.inf
-        # One partial sort for the whole batch, then each row's top k by score, ties by index.
-        if k_max < self.n_items:
-            top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
-        else:
-            top = np.broadcast_to(np.arange(self.n_items), scores.shape)
-        answers = []
-        for row, (job, record) in enumerate(zip(jobs, records, strict=True)):
-            candidates = top[row]
-            values = scores[row, candidates].astype(np.float64)
-            order = np.lexsort((candidates, -values))
-            order = order[np.isfinite(values[order])][: job.k]
-            items = [(self.item_id(c), float(v))
-                     for c, v in zip(candidates[order].tolist(), values[order].tolist(),
-                                     strict=True)]  # fmt: skip
-            answers.append(Answer(record, items))
-        return answers
+            empty = self._empty_state()
+            return model.scores(model.unpack_states([r.state or empty for r in records]))
+        return model.score_prefixes([self.indices(r.items) for r in records])
 
     def _current(self, records: list[SessionRecord]) -> list[SessionRecord]:
         """The records with states of this model: one made by another version (or none, as
         for the stateless route) is rebuilt from its items, all such records together."""
+        records = list(records)
         if not self.model.keeps_state:
             return records
         stale = [i for i, r in enumerate(records) if r.items and r.version != self.version]
-        if not stale:
-            return records
-        states = self._replay([self.indices(records[i].items) for i in stale])
-        records = list(records)
-        for i, state in zip(stale, states, strict=True):
-            records[i] = replace(records[i], state=state, version=self.version)
+        if stale:
+            states = self._replay([self.indices(records[i].items) for i in stale])
+            for i, state in zip(stale, states, strict=True):
+                records[i] = replace(records[i], state=state, version=self.version)
         return records
 
     def _empty_state(self) -> bytes:
@@ -206,72 +207,3 @@ class Engine:
             for row, blob in zip(rows, self.model.pack_states(state), strict=True):
                 out[row] = blob
         return out
-
-    def _scores(self, records: Sequence[SessionRecord]) -> np.ndarray:
-        model = self.model
-        if model.keeps_state:
-            empty = self._empty_state()
-            return model.scores(model.unpack_states([r.state or empty for r in records]))
-        out = np.empty((len(records), self.n_items), dtype=np.float32)
-        prefixes = [self.indices(r.items) for r in records]
-        started = [i for i, p in enumerate(prefixes) if p]
-        if started:
-            out[started] = model.score_prefixes([prefixes[i] for i in started])
-        if len(started) < len(records):
-            fresh = [i for i, p in enumerate(prefixes) if not p]
-            out[fresh] = model.scores(model.init_state(1))
-        return out
-
-
-class MicroBatcher:
-    """Runs the jobs of concurrent requests through the model together.
-
-    Jobs wait while the model works; when it is free it takes every waiting job (up to
-    ``max_batch``) of the same engine in one :meth:`Engine.run`, on a worker thread so that
-    the event loop keeps accepting requests.
-    """
-
-    def __init__(self, max_batch: int = 128, on_batch: Callable[[int], None] | None = None) -> None:
-        self.max_batch = max_batch
-        self.on_batch = on_batch  # called with the number of jobs of each pass
-        self._waiting: list[tuple[Engine, Job, asyncio.Future[Answer]]] = []
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextclick-model")
-        self._drainer: asyncio.Task | None = None
-
-    async def submit(self, engine: Engine, job: Job) -> Answer:
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiting.append((engine, job, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._waiting:
-            engine = self._waiting[0][0]
-            batch = [w for w in self._waiting if w[0] is engine][: self.max_batch]
-            taken = {id(w[2]) for w in batch}
-            self._waiting = [w for w in self._waiting if id(w[2]) not in taken]
-            try:
-                answers = await loop.run_in_executor(
-                    self._worker, engine.run, [job for _, job, _ in batch]
-                )
-            except Exception:
-                # One bad job (say, a corrupt stored state) must not fail the others:
-                # run them one by one, failing only those that fail alone.
-                answers = []
-                for _, job, future in batch:
-                    try:
-                        answers.extend(await loop.run_in_executor(self._worker, engine.run, [job]))
-                    except Exception as exc:
-                        answers.append(None)
-                        if not future.done():
-                            future.set_exception(exc)
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
-            for (_, _, future), answer in zip(batch, answers, strict=True):
-                if answer is not None and not future.done():
-                    future.set_result(answer)
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
+
+import torch
+from fastapi import FastAPI
 
 from nextclick.errors import ConfigError
 from nextclick.serving.app import SETTINGS_ENV, ServeSettings, create_app
 from nextclick.serving.engine import Engine
 from nextclick.serving.store import SessionStore, open_store
+
+#: Seconds an idle keep-alive connection stays open. Longer than clients keep idle
+#: connections (httpx: 5 s) and than load balancers' idle timeouts (typically 60 s), so the
+#: server never closes a connection just as a client sends a click on it, a race the client
+#: sees as a dropped request.
+KEEP_ALIVE_SECONDS = 75
 
 
 async def _check(store: SessionStore) -> None:
@@ -52,9 +62,28 @@ def serve(
     store = open_store(state, ttl, settings.max_session_bytes)  # so does a bad --state
     asyncio.run(_check(store))
     options = dict(host=host, port=port, log_level="warning", access_log=False,
-                   timeout_graceful_shutdown=5)  # fmt: skip
+                   timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)  # fmt: skip
     if workers == 1:
-        uvicorn.run(create_app(settings, engine), **options)
+        app = create_app(settings, engine)
+        _process_settings()
+        uvicorn.run(app, **options)
         return
     os.environ[SETTINGS_ENV] = settings.to_json()
-    uvicorn.run("nextclick.serving.app:app_from_env", factory=True, workers=workers, **options)
+    uvicorn.run("nextclick.serving.server:worker_app", factory=True, workers=workers, **options)
+
+
+def _process_settings() -> None:
+    """Once the model is loaded: one torch thread (the model's passes are small, and a second
+    thread would only fight the event loop for the other core), and every object made so far
+    (libraries, model) moved out of the garbage collector's sight, so that its full passes
+    do not walk them again and again while requests wait."""
+    torch.set_num_threads(1)
+    gc.collect()
+    gc.freeze()
+
+
+def worker_app() -> FastAPI:
+    """Factory for uvicorn worker processes: the settings come in an environment variable."""
+    app = create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]))
+    _process_settings()
+    return app

@@ -1,27 +1,71 @@
 """Where the service keeps its sessions: in the process, or in Redis shared by replicas.
 
-Both stores offer the same asynchronous interface. A write is a compare-and-set on the
-record's ``token``, a random string that changes with every write: it succeeds only if the
-session still holds the token the writer read (or, for a new session, none), so two replicas
-handling clicks of one session at the same time cannot lose either (the loser reads again
-and redoes its step), even if the session was deleted and created again in between.
+A session is a :class:`SessionRecord`. Both stores offer the same asynchronous interface,
+batched: the service reads and writes every session of a round of requests at once (one
+Redis round trip each way). A write is a compare-and-set on the record's ``token``, a string
+that changes with every write: it succeeds only if the session still holds the token the
+writer read (or, for a new session, none), so two replicas handling clicks of one session at
+the same time cannot lose either (the loser reads again and redoes its step), even if the
+session was deleted and created again in between.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from nextclick.errors import NextclickError
-from nextclick.serving.engine import SessionRecord
+
+#: Clicks (and client event ids) a session keeps: its recent history, replayed after a model
+#: reload, and the ids that make a retried click count once.
+MAX_ITEMS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the service keeps of one session."""
+
+    items: tuple[Any, ...] = ()  # raw ids of the recent clicks, oldest first
+    state: bytes = b""  # the model's packed state after ``items`` (models with keeps_state)
+    version: str = ""  # model version that made ``state``
+    clicks: int = 0  # clicks recorded, unknown items included
+    token: str = ""  # changes with every write: what a compare-and-set compares
+    events: tuple[str, ...] = ()  # client event ids of the recent clicks
+
+    def to_bytes(self) -> bytes:
+        header = orjson.dumps([self.items, self.version, self.clicks, self.token, self.events])
+        return header + b"\n" + self.state
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionRecord:
+        header, _, state = data.partition(b"\n")
+        items, version, clicks, token, events = orjson.loads(header)
+        return cls(tuple(items), state, version, clicks, token, tuple(events))
+
+
+_tokens = itertools.count()
+_TOKEN_PREFIX = os.urandom(6).hex()
+
+
+def new_token() -> str:
+    """A token no other write of any process has used (random per process, then counted)."""
+    return f"{_TOKEN_PREFIX}{next(_tokens):x}"
 
 
 class StoreUnavailable(NextclickError):
     """The session store cannot be reached (the service answers 503)."""
+
+
+Write = tuple[str, SessionRecord, str | None]  # (session id, record, expected token)
 
 
 class SessionStore(ABC):
@@ -30,12 +74,15 @@ class SessionStore(ABC):
     description: str
 
     @abstractmethod
-    async def get(self, session_id: str) -> SessionRecord | None:
-        """The session's record (refreshing its expiry), or None if there is none."""
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
+        """The sessions' records (refreshing their expiry), None where there is none."""
 
     @abstractmethod
-    async def put(self, session_id: str, record: SessionRecord, expected: str | None) -> bool:
-        """Store ``record`` if the session holds token ``expected`` (None: absent)."""
+    async def put_many(self, writes: Sequence[Write]) -> list[bool]:
+        """Store each record if its session holds the expected token (None: absent)."""
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return (await self.get_many([session_id]))[0]
 
     @abstractmethod
     async def delete(self, session_id: str) -> bool:
@@ -56,18 +103,23 @@ class SessionStore(ABC):
 
 class MemoryStore(SessionStore):
     """In-process store: least recently used sessions go first when the records' bytes
-    exceed ``max_bytes``, and any session unused for ``ttl`` seconds expires."""
+    exceed ``max_bytes``, and any session unused for ``ttl`` seconds expires.
+
+    Records are kept serialised, as in Redis: bytes are invisible to Python's cyclic garbage
+    collector, whose full passes over a million small objects would stall the service.
+    """
 
     def __init__(self, ttl: float = 1800.0, max_bytes: int = 1 << 30) -> None:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self.description = "memory"
-        self._records: OrderedDict[str, tuple[SessionRecord, float, int]] = OrderedDict()
+        # session id -> (record bytes, last use, token, bytes counted)
+        self._records: OrderedDict[str, tuple[bytes, float, str, int]] = OrderedDict()
         self._bytes = 0
 
     def _expire(self, now: float) -> None:
         while self._records:
-            session_id, (_, used, _) = next(iter(self._records.items()))
+            session_id, (_, used, _, _) = next(iter(self._records.items()))
             if now - used < self.ttl and self._bytes <= self.max_bytes:
                 break
             self._drop(session_id)
@@ -75,29 +127,40 @@ class MemoryStore(SessionStore):
     def _drop(self, session_id: str) -> bool:
         entry = self._records.pop(session_id, None)
         if entry is not None:
-            self._bytes -= entry[2]
+            self._bytes -= entry[3]
         return entry is not None
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
         now = time.monotonic()
         self._expire(now)
-        entry = self._records.get(session_id)
-        if entry is None:
-            return None
-        self._records[session_id] = (entry[0], now, entry[2])
-        self._records.move_to_end(session_id)
-        return entry[0]
+        out: list[SessionRecord | None] = []
+        for session_id in session_ids:
+            entry = self._records.get(session_id)
+            if entry is None:
+                out.append(None)
+                continue
+            self._records[session_id] = (entry[0], now, entry[2], entry[3])
+            self._records.move_to_end(session_id)
+            out.append(SessionRecord.from_bytes(entry[0]))
+        return out
 
-    async def put(self, session_id: str, record: SessionRecord, expected: str | None) -> bool:
-        entry = self._records.get(session_id)
-        if (None if entry is None else entry[0].token) != expected:
-            return False
-        self._drop(session_id)
-        size = _record_size(record, session_id)
-        self._records[session_id] = (record, time.monotonic(), size)
-        self._bytes += size
-        self._expire(time.monotonic())
-        return True
+    async def put_many(self, writes: Sequence[Write]) -> list[bool]:
+        now = time.monotonic()
+        done = []
+        for session_id, record, expected in writes:
+            entry = self._records.get(session_id)
+            if (None if entry is None else entry[2]) != expected:
+                done.append(False)
+                continue
+            self._drop(session_id)
+            data = record.to_bytes()
+            # The bytes, the id, and the entry's objects (tuple, float, token, dict slot).
+            size = len(data) + len(session_id) + len(record.token) + 250
+            self._records[session_id] = (data, now, record.token, size)
+            self._bytes += size
+            done.append(True)
+        self._expire(now)
+        return done
 
     async def delete(self, session_id: str) -> bool:
         return self._drop(session_id)
@@ -112,11 +175,6 @@ class MemoryStore(SessionStore):
     async def close(self) -> None:
         self._records.clear()
         self._bytes = 0
-
-
-def _record_size(record: SessionRecord, session_id: str) -> int:
-    """Approximate bytes a record holds in this process (objects, strings, state)."""
-    return 400 + len(session_id) + 36 * len(record.items) + len(record.state)
 
 
 # Compare-and-set of a session hash {token, data}; an absent session has the token "".
@@ -162,18 +220,25 @@ class RedisStore(SessionStore):
                 raise StoreUnavailable(f"session store {self.url} unavailable: {exc}") from None
             raise
 
-    async def get(self, session_id: str) -> SessionRecord | None:
-        key = self._session_key(session_id)
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
+        if not session_ids:
+            return []
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(key, "data")
-            pipe.expire(key, self.ttl)
-            data, _ = await self._call(pipe.execute())
-        return None if data is None else SessionRecord.from_bytes(data)
+            for session_id in session_ids:
+                key = self._session_key(session_id)
+                pipe.hget(key, "data")
+                pipe.expire(key, self.ttl)
+            replies = await self._call(pipe.execute())
+        return [None if data is None else SessionRecord.from_bytes(data) for data in replies[::2]]
 
-    async def put(self, session_id: str, record: SessionRecord, expected: str | None) -> bool:
-        key = self._session_key(session_id)
-        args = [expected or "", record.token, record.to_bytes(), self.ttl]
-        return bool(await self._call(self._cas(keys=[key], args=args)))
+    async def put_many(self, writes: Sequence[Write]) -> list[bool]:
+        if not writes:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id, record, expected in writes:
+                args = [expected or "", record.token, record.to_bytes(), self.ttl]
+                await self._cas(keys=[self._session_key(session_id)], args=args, client=pipe)
+            return [bool(done) for done in await self._call(pipe.execute())]
 
     async def delete(self, session_id: str) -> bool:
         return bool(await self._call(self._redis.delete(self._session_key(session_id))))

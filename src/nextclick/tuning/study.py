@@ -67,7 +67,8 @@ def open_study(storage: str, study_name: str, seed: int | None) -> optuna.Study:
                 )
             break
         except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or server
-            if "already exists" in str(exc) and attempt < 4:
+            racing = ("already exists", "UNIQUE constraint failed", "duplicate key")
+            if any(text in str(exc) for text in racing) and attempt < 4:
                 time.sleep(0.5)  # another worker is creating the tables at this moment
                 continue
             message = str(exc).splitlines()[0]
