@@ -210,6 +210,29 @@ def load(port: int, rate: float, seconds: float, sessions: list[list[int]], run:
     return result
 
 
+def round_seconds(port: int) -> dict[str, float]:
+    """The service's round counters from /metrics: rounds, jobs, seconds by phase."""
+    _, text = http_get(port, "/metrics")
+    out = {}
+    for line in text.decode().splitlines():
+        if line.startswith(("nextclick_model_batches_total", "nextclick_model_batched_jobs_total",
+                            "nextclick_round_seconds_total")):  # fmt: skip
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def round_breakdown(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Requests per round and the wall time per request of each phase of a round."""
+    delta = {key: after[key] - before.get(key, 0.0) for key in after}
+    jobs = delta.pop("nextclick_model_batched_jobs_total")
+    rounds = delta.pop("nextclick_model_batches_total")
+    phases = {key.split('"')[1]: value for key, value in delta.items()}
+    return {"requests_per_round": round(jobs / rounds, 2),
+            **{f"{phase}_ms_per_request": round(seconds * 1000 / jobs, 3)
+               for phase, seconds in phases.items()}}  # fmt: skip
+
+
 def passes(result: dict) -> bool:
     return result["errors"] == 0 and result["p99_ms"] <= 50.0
 
@@ -293,8 +316,11 @@ def setup_run(name: str, service: Service, args: argparse.Namespace,
     print(f"{name}:", file=sys.stderr)
     load(service.port, 100, 5, sessions, f"{name}-warm")
     pids = child_pids(service.process.pid) + ([redis.process.pid] if redis else [])
+    before = round_seconds(service.port)
     out: dict = {"at_rate": load(service.port, args.rate, args.duration, sessions, f"{name}-a",
                                  pids)}
+    if name != "redis-2proc":  # /metrics is one process's: only then are rounds all there
+        out["at_rate"]["rounds"] = round_breakdown(before, round_seconds(service.port))
     steps, best = [], None
     for rate in args.search_rates:
         result = load(service.port, rate, args.search_seconds, sessions, f"{name}-s{rate}")
@@ -322,7 +348,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--search-rates", type=float, nargs="*",
-                        default=[400, 500, 600, 750, 1000, 1250, 1500, 2000])  # fmt: skip
+                        default=[600, 800, 1000, 1250, 1500, 1750, 2000])  # fmt: skip
     parser.add_argument("--search-seconds", type=float, default=20)
     parser.add_argument("--sessions", type=int, default=20000)
     parser.add_argument("--setups", nargs="+", default=["memory", "redis", "redis-2proc"],

@@ -13,24 +13,69 @@ from pathlib import Path
 import httpx
 import numpy as np
 import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
+from starlette.routing import Match
 
 from nextclick.models import load_model
 from nextclick.serving.app import ServeSettings, create_app
+from nextclick.serving.schemas import ErrorBody
+
+#: Routes that answer something other than a response model: text, HTML, the API's own docs.
+NOT_CHECKED = {"/metrics", "/demo", "/openapi.json", "/docs", "/redoc"}
+
+
+class ResponseSchemas:
+    """Checks every JSON response of an app against the model its route declares: the
+    response model for 2xx, the error body for anything else. Extra fields fail (the models
+    forbid them), so the routes cannot send what the schema does not say."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.checked = 0
+
+    def check(self, method: str, path: str, status: int, body: bytes) -> None:
+        if path in NOT_CHECKED and status < 400:
+            return
+        route = self._route(method, path)
+        if 200 <= status < 300:
+            assert route is not None and route.response_model is not None, (method, path)
+            model = route.response_model
+        else:
+            model = ErrorBody
+        TypeAdapter(model).validate_json(body)
+        self.checked += 1
+
+    def _route(self, method: str, path: str) -> APIRoute | None:
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        for route in self.app.routes:
+            if isinstance(route, APIRoute) and route.matches(scope)[0] is Match.FULL:
+                return route
+        return None
 
 
 def client(model_dir: Path, **settings: object) -> TestClient:
-    """The service in process (use as a context manager, which runs its start-up)."""
-    return TestClient(create_app(ServeSettings(model_dir=str(model_dir), **settings)))
+    """The service in process (use as a context manager, which runs its start-up); every
+    response it receives is checked against its route's schema (:class:`ResponseSchemas`)."""
+    app = create_app(ServeSettings(model_dir=str(model_dir), **settings))
+    schemas = ResponseSchemas(app)
+
+    def check(response: httpx.Response) -> None:
+        response.read()
+        schemas.check(response.request.method, response.request.url.path,
+                      response.status_code, response.content)  # fmt: skip
+
+    test_client = TestClient(app)
+    test_client.event_hooks["response"].append(check)
+    test_client.schemas = schemas  # type: ignore[attr-defined]
+    return test_client
 
 
 def expected(model_dir: Path, clicks: list, k: int, exclude: list | tuple = ()) -> list:
     """The offline answer: the saved model's own top-k (id, score) after the clicks."""
-    model = load_model(model_dir)
-    index = model.item_index_
-    prefix = index.encode(np.array(clicks))
-    top, scores = model.recommend(prefix.tolist(), k, index.encode(np.array(exclude, dtype=int)))
-    return list(zip(index.decode(top).tolist(), scores.tolist(), strict=True))
+    return load_model(model_dir).recommend_ids(clicks, k, exclude)
 
 
 def pairs(body: dict) -> list:

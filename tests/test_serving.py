@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
-from serving_helpers import LiveServer, assert_same, client, expected, pairs
+from serving_helpers import (
+    LiveServer,
+    assert_same,
+    client,
+    expected,
+    free_port,
+    pairs,
+    wait_until,
+)
 
+from nextclick.models import load_model
 from nextclick.serving.app import ServeSettings, create_app
 from nextclick.serving.engine import Engine
 from nextclick.serving.store import MAX_ITEMS
@@ -96,8 +107,12 @@ BAD_REQUESTS = [
     ("post", "/v1/sessions/s/events", [1, 2], 422, "body: expected a JSON object"),
     ("post", "/v1/sessions/s/events", {"item_id": 1, "k": 0}, 422, "body.k: Input should be"),
     ("post", "/v1/sessions/s/events", {"item_id": 1, "k": 1001}, 422, "body.k: Input should be"),
-    ("post", "/v1/sessions/s/events", {"item_id": 1, "k": "many"}, 422, "body.k: Input should"),
-    ("post", "/v1/sessions/s/events", {"item_id": [1]}, 422, "body.item_id"),
+    ("post", "/v1/sessions/s/events", {"item_id": 1, "k": "many"}, 422,
+     "body.k: expected an integer"),
+    ("post", "/v1/sessions/s/events", {"item_id": [1]}, 422, "body.item_id: expected an item id"),
+    ("post", "/v1/sessions/s/events", {"item_id": "x" * 300}, 422,
+     "body.item_id: expected an item id: an integer (below 2^53 in size; larger ones as "
+     "strings) or a string of at most 256 characters"),
     ("post", "/v1/sessions/s/events", {"item_id": 1, "colour": "red"}, 422,
      "body.colour: Extra inputs are not permitted"),
     ("post", "/v1/sessions/s/events", {"item_id": 1, "exclude_seen": "yes"}, 422,
@@ -316,8 +331,7 @@ def test_compare_and_set_survives_delete_and_recreate(state, tmp_path):
     # A writer holding a read from before a delete and re-creation must not overwrite.
     from serving_helpers import RedisServer
 
-    from nextclick.serving.store import SessionRecord
-    from nextclick.serving.store import open_store
+    from nextclick.serving.store import SessionRecord, open_store
 
     async def scenario(url: str | None) -> list[bool]:
         store = open_store(url, 60, 1 << 20)
@@ -343,3 +357,122 @@ def test_compare_and_set_survives_delete_and_recreate(state, tmp_path):
     else:
         with RedisServer(tmp_path) as redis:
             assert asyncio.run(scenario(redis.url)) == [True, True, False, True, True]
+
+
+# -- exactly the model's answers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["itemknn", "vsknn"])
+def test_real_server_lists_equal_the_models_own_at_k_beyond_its_evidence(
+    model_dirs, rsc15_sample, label
+):
+    # k = 50 is more than these models have evidence for after most clicks: the lists are
+    # the items they score above 0, ties by index, exactly as `recommend_ids` gives them.
+    model = load_model(model_dirs[label])
+    test = rsc15_sample.test
+    rng = np.random.default_rng(5)
+    sessions = [model.item_index_.decode(test.session(s)[:5]).tolist()
+                for s in rng.choice(test.n_sessions, 30, replace=False)]  # fmt: skip
+    shorter = 0
+    with LiveServer(create_app(ServeSettings(model_dir=str(model_dirs[label])))) as server:
+        with httpx.Client(base_url=server.url) as http:
+            for n, clicks in enumerate(sessions):
+                for t, item in enumerate(clicks):
+                    r = http.post(f"/v1/sessions/x{n}/events", json={"item_id": item, "k": 50})
+                    want = model.recommend_ids(clicks[: t + 1], 50)
+                    assert pairs(r.json()) == want  # same ids, same float64 scores
+                    shorter += len(want) < 50
+    assert shorter > 0
+
+
+def test_raw_ids_find_items_as_the_item_index_does(model_dirs, popular_ids):
+    model = load_model(model_dirs["gru4rec"])
+    item = popular_ids[0]
+    sent = [item, str(item), f" {item} ", f"{item}.0", f"+{item}", "abc", -1, str(2**70)]
+    with client(model_dirs["gru4rec"]) as c:
+        for n, raw in enumerate(sent):
+            body = c.post(f"/v1/sessions/ids{n}/events", json={"item_id": raw}).json()
+            assert body["unknown_item"] is (model.item_index_.lookup(raw) is None), raw
+            assert model.item_index_.encode(np.array([raw], dtype=object))[0] == (
+                -1 if body["unknown_item"] else model.item_index_.lookup(raw)
+            )
+        assert [c.get(f"/v1/sessions/ids{n}").json()["items"] for n in range(3)] == [
+            [item], [str(item)], [f" {item} "]
+        ]  # fmt: skip
+        for bad in (True, 1.5, None, 2**53):
+            r = c.post("/v1/sessions/bad/events", json={"item_id": bad})
+            assert r.status_code == 422 and r.json()["error"].startswith("body.item_id"), bad
+    # The first three name the same item, the other five none.
+    assert [model.item_index_.lookup(raw) is None for raw in sent] == [False] * 3 + [True] * 5
+
+
+def test_a_retried_click_with_its_event_id_counts_once(model_dirs, popular_ids):
+    with client(model_dirs["gru4rec"]) as c:
+        body = {"item_id": popular_ids[1], "event_id": "click-17"}
+        first = c.post("/v1/sessions/retry/events", json=body).json()
+        second = c.post("/v1/sessions/retry/events", json=body).json()
+        assert (first["duplicate"], second["duplicate"]) == (False, True)
+        assert first["clicks"] == second["clicks"] == 1
+        assert pairs(first) == pairs(second)
+        assert c.get("/v1/sessions/retry").json()["items"] == [popular_ids[1]]
+
+
+# -- bursts and connections on a real server ----------------------------------------------------
+
+
+async def _post_raw(port: int, path: str, body: dict) -> tuple[int, dict]:
+    """One request on its own connection: 500 of them at once need no client pool."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = json.dumps(body).encode()
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))  # fmt: skip
+    answer = json.loads(await reader.readexactly(length))
+    writer.close()
+    return int(head.split(b" ", 2)[1]), answer
+
+
+def test_real_server_bursts_of_500_concurrent_clicks_lose_and_fail_none(model_dirs, popular_ids):
+    # The review's burst: 200 clicks on one session and 300 on distinct ones, all at once.
+    app = create_app(ServeSettings(model_dir=str(model_dirs["gru4rec"])))
+
+    async def burst(port: int, n: int) -> list[tuple[int, dict]]:
+        jobs = [_post_raw(port, f"/v1/sessions/b{n}-one/events",
+                          {"item_id": popular_ids[i % 20], "k": 20}) for i in range(200)]
+        jobs += [_post_raw(port, f"/v1/sessions/b{n}-{i}/events",
+                           {"item_id": popular_ids[i % 20], "k": 20}) for i in range(300)]
+        return await asyncio.gather(*jobs)  # fmt: skip
+
+    with LiveServer(app) as server:
+        for n in range(3):
+            answers = asyncio.run(burst(server.port, n))
+            assert [status for status, _ in answers] == [200] * 500
+            one = [body["clicks"] for _, body in answers[:200]]
+            assert sorted(one) == list(range(1, 201))  # each click applied once
+            session = httpx.get(f"{server.url}/v1/sessions/b{n}-one").json()
+            assert session["clicks"] == 200
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(model_dirs, popular_ids):
+    # httpx keeps idle connections 5 s; a server closing them at 5 s races a client reusing
+    # one then, and the click is lost in flight. `nextclick serve` keeps them 75 s.
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nextclick.cli", "serve", str(model_dirs["pop"]),
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200,
+                   timeout=60, what="nextclick serve")  # fmt: skip
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+            s.sendall(request)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(6.0)
+            s.sendall(request)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -159,3 +159,23 @@ def test_a_replica_started_after_a_reload_serves_the_reloaded_model(model_dirs, 
     with client(model_dirs["gru4rec"], state=redis_server.url) as late:
         wait_until(lambda: late.get("/readyz").json()["model_version"] == new,
                    what="the late replica to load the announced model")  # fmt: skip
+
+
+def test_two_processes_take_a_burst_of_200_clicks_on_one_session(model_dirs, popular_ids,
+                                                                 two_processes):  # fmt: skip
+    # Both processes take clicks of the session at once; each loses compare-and-sets to the
+    # other again and again, and redoes its clicks until they are written: none is lost and
+    # none is refused (a fixed number of retries would answer 409 here).
+    async def send() -> list[httpx.Response]:
+        limits = httpx.Limits(max_keepalive_connections=0, max_connections=200)
+        async with httpx.AsyncClient(base_url=two_processes, limits=limits, timeout=60) as http:
+            return await asyncio.gather(*(
+                http.post("/v1/sessions/crowd/events",
+                          json={"item_id": popular_ids[i % 15], "k": 3})
+                for i in range(200)
+            ))  # fmt: skip
+
+    responses = asyncio.run(send())
+    assert [r.status_code for r in responses] == [200] * 200
+    assert sorted(r.json()["clicks"] for r in responses) == list(range(1, 201))
+    assert httpx.get(f"{two_processes}/v1/sessions/crowd").json()["clicks"] == 200

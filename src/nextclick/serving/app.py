@@ -77,13 +77,13 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         summary="Session-based recommendations: what will this shopper click next?",
         version=engine.version,
         lifespan=lifespan,
+        routes=list(router.routes),  # the routes themselves: no nested router to walk through
         # The service keeps its own Prometheus metrics; FastAPI's OpenTelemetry hooks would
         # cost every request a check of the global providers.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.metrics = metrics
     app.state.admin_token = settings.admin_token or os.environ.get(TOKEN_ENV) or None
-    app.include_router(router)
     _error_handlers(app)
     app.add_middleware(BodyLimit, max_body=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the 413s too
@@ -112,9 +112,12 @@ def _error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         if first.get("type") == "json_invalid":
             return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
-        where = ".".join(str(part) for part in first.get("loc", ()))
+        # Leave out the names pydantic gives the members of a union ("constrained-str").
+        where = ".".join(str(part) for part in first.get("loc", ())
+                         if not (isinstance(part, str) and ("-" in part or "[" in part)))
         if where == "body" and first.get("type") in ("model_attributes_type", "dict_type"):
             message = "expected a JSON object (sent with Content-Type: application/json)"
             return JSONResponse({"error": f"body: {message}"}, status_code=422)
-        return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        return JSONResponse({"error": f"{where}: {message}"}, status_code=422)
 

@@ -105,8 +105,6 @@ async def delete_session(session_id: Session, request: Request) -> Response:
              responses=_errors(400, 413, 422, 503),
              summary="Recommendations for given session prefixes (stateless)")  # fmt: skip
 async def recommend(body: s.RecommendBody, request: Request) -> Response:
-    if (body.items is None) == (body.prefixes is None):
-        raise HTTPError(422, "body: give either items (one prefix) or prefixes (a list)")
     prefixes = [body.items] if body.items is not None else body.prefixes or []
     engine, answers = await _service(request).recommend(prefixes, body.k, body.exclude_seen)
     results = [

@@ -9,18 +9,56 @@ fails those checks.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 MAX_K = 1000
 SESSION_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
-#: A raw item id: an integer (64-bit) or a string; how it finds an item is ItemIndex's rule.
-ItemId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[
-    StrictStr, Field(max_length=256)
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integers include 201.0 but neither true nor "201"; pydantic's lax int
+    # takes all three, its strict int only the first.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected an integer")
+    return value
+
+
+JSON_INT = BeforeValidator(_json_integer)  # 201 or 201.0; not true, not "201"
+
+
+def _one_message(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:  # one message for the union, not one per member
+        raise ValueError(
+            "expected an item id: an integer (below 2^53 in size; larger ones as strings) "
+            "or a string of at most 256 characters"
+        ) from None
+
+
+#: A raw item id: an integer that JSON numbers hold exactly (|id| < 2^53; larger ones can
+#: be sent as strings of digits) or a string; how it finds an item is ItemIndex's rule.
+ItemId = Annotated[
+    Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1), JSON_INT]
+    | Annotated[StrictStr, Field(max_length=256)],
+    WrapValidator(_one_message),
 ]
-K = Annotated[int, Field(ge=1, le=MAX_K, description="length of the list")]
+K = Annotated[int, Field(ge=1, le=MAX_K, description="length of the list"), JSON_INT]
+Prefix = Annotated[list[ItemId], Field(max_length=1000)]
 
 
 class Strict(BaseModel):
@@ -43,12 +81,22 @@ class ClickBody(Strict):
 
 
 class RecommendBody(Strict):
-    items: list[ItemId] | None = Field(default=None, max_length=1000)
-    prefixes: list[Annotated[list[ItemId], Field(max_length=1000)]] | None = Field(
-        default=None, max_length=256
+    """One prefix (``items``) or several (``prefixes``), not both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["items"]}, {"required": ["prefixes"]}]}
     )
+
+    items: Prefix | SkipJsonSchema[None] = None
+    prefixes: Annotated[list[Prefix], Field(max_length=256)] | SkipJsonSchema[None] = None
     k: K = 20
     exclude_seen: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RecommendBody:
+        if (self.items is None) == (self.prefixes is None):
+            raise ValueError("give either items (one prefix) or prefixes (a list)")
+        return self
 
 
 class ReloadBody(Strict):
