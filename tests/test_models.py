@@ -1,6 +1,6 @@
 """Models: one contract that every model passes, and the baselines against plain-Python references.
 
-The references below are written from the definitions (EVALUATION.md and the model
+The references below are written from the definitions (docs/evaluation.md and the model
 docstrings, i.e. session-rec / GRU4Rec-baseline semantics) and never call a model's
 internals: they only see the training sessions as lists of item indices and their times.
 """

@@ -1,7 +1,7 @@
 """Dataset recipes: raw dataset files -> ``train_full``, ``test``, ``train_tr``, ``train_valid``.
 
 Each recipe reads one public dataset in its original format, applies the filtering and
-time split of ``EVALUATION.md`` ("Datasets and splits") and :func:`prepare` writes the four
+time split of ``docs/evaluation.md`` ("Datasets and splits") and :func:`prepare` writes the four
 splits as ``SessionId, ItemId, Time`` TSVs (Time in seconds, except for ``srgnn-benchmark``
 whose sources have no times). The shared rules live in :mod:`.common`, the parsing of each
 raw format in its own module.

@@ -4,7 +4,7 @@ The format modules only parse raw files into a frame of ``SessionId, ItemId, Tim
 seconds, float64); everything that decides which events end up in which split lives here, so
 that every recipe of a protocol applies exactly the same rules.
 
-Two protocols (see ``EVALUATION.md``, "Datasets and splits"):
+Two protocols (see ``docs/evaluation.md``, "Datasets and splits"):
 
 * :func:`protocol_2016` — the GRU4Rec paper's RSC15 rules: drop length-1 sessions, then
   items with fewer than 5 events, then sessions shorter than 2 again (one pass); the sessions
