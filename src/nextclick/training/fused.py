@@ -116,30 +116,28 @@ def bpr_max_grad(
     Per row, with S = elu(R), s = softmax of S over the negatives, sig_k = sigmoid(S_i - S_k),
     A = sum s_k sig_k and Q = sum s_k S_k^2:
     dL/dS_k = -s_k (sig_k^2 - A) / (A + eps) + bpreg s_k (S_k^2 - Q + 2 S_k) for k != i,
-    dL/dS_i = -sum_k s_k sig_k (1 - sig_k) / (A + eps); then dL/dR = dL/dS * elu'(R).
+    dL/dS_i = -sum_k s_k sig_k (1 - sig_k) / (A + eps); then dL/dR = dL/dS * elu'(R), where
+    elu'(R) = S + elu_param for R <= 0 (that is, S <= 0) and 1 above.
     The exponentials run as (vectorised) tensor operations, the rest in one compiled pass.
     """
-    if elu_param > 0:
-        negative = R <= 0
-        scores = torch.where(negative, torch.expm1(R).mul_(elu_param), R)
-        slope = torch.where(negative, scores + elu_param, torch.ones_like(R))
-    else:
-        scores = R
-        slope = R[:0]
+    scores = torch.nn.functional.elu(R, elu_param) if elu_param > 0 else R
     positive = torch.diagonal(scores).unsqueeze(1)
     sig = torch.sigmoid(positive - scores)
     diagonal = torch.eye(R.shape[0], R.shape[1], dtype=torch.bool)
     top = scores.masked_fill(diagonal, -torch.inf).amax(dim=1, keepdim=True)
-    soft = torch.exp(scores - top).masked_fill_(diagonal, 0.0)
-    return _bpr_max_grad(scores.numpy(), soft.numpy(), sig.numpy(), slope.numpy(), bpreg,
-                         inverse.numpy(), scale, out.numpy(), bias_out.numpy())  # fmt: skip
+    soft = torch.exp(scores - top)
+    loss = _bpr_max_rows(scores.numpy(), soft.numpy(), sig.numpy(), elu_param, bpreg,
+                         inverse.numpy(), scale, out.numpy())  # fmt: skip
+    torch.sum(out, 0, out=bias_out)
+    return loss
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _bpr_max_grad(scores, soft, sig, slope, bpreg, inverse, scale, out, bias_out):
+def _bpr_max_rows(scores, soft, sig, elu_param, bpreg, inverse, scale, out):
     n, m = scores.shape
     losses = np.zeros(n)
     for i in range(n):
+        soft[i, i] = 0.0  # the softmax runs over the negatives
         total = soft[i].sum()
         a = 0.0
         q = 0.0
@@ -161,14 +159,9 @@ def _bpr_max_grad(scores, soft, sig, slope, bpreg, inverse, scale, out, bias_out
                 d = -d_pos * inv
             else:
                 d = -s * (g * g - a) * inv + bpreg * s * (v * v - q + 2.0 * v)
-            if len(slope):
-                d *= slope[i, j]
+            if elu_param > 0 and v <= 0:
+                d *= v + elu_param
             out[i, inverse[j]] += scale * d
-    for u in range(out.shape[1]):
-        bias_out[u] = 0.0
-    for i in range(n):
-        for u in range(out.shape[1]):
-            bias_out[u] += out[i, u]
     return losses.sum()
 
 

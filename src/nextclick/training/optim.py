@@ -5,8 +5,8 @@ Accumulators and momenta start at 0; there is no learning-rate decay and no clip
 of a row-sparse parameter (and their accumulator and momentum rows) change only when the
 step used them; a row used several times in a step gets the sum of its gradients.
 
-On the CPU each update is one compiled pass over NumPy views of the tensors; on other
-devices it is the same arithmetic in torch operations.
+On the CPU each update is one compiled pass over NumPy views of the tensors; on other devices
+it is the same arithmetic in torch operations.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def sum_rows(index: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _dense_update(weights, acc, mom, lr, momentum, eps, grad):
+    # Two loops rather than a test inside one: each compiles to vector instructions.
     if momentum > 0:
         for i in range(len(grad)):
             g = grad[i]
@@ -166,6 +167,7 @@ def _dense_update(weights, acc, mom, lr, momentum, eps, grad):
             a = acc[i] + g * g
             acc[i] = a
             weights[i] -= lr * g / np.sqrt(a + eps)
+
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
