@@ -26,7 +26,7 @@ import numpy as np
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.evaluation import evaluate
 from nextclick.models import create_model
-from nextclick.models.gru4rec import preset_params
+from nextclick.models.gru4rec import GRU4Rec
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "yoochoose1_64-srgnn"
 
@@ -46,7 +46,7 @@ def main() -> None:
     results = []
     for label in args.models.split(","):
         name, _, preset = label.partition(":")
-        params = [preset_params(preset), {"n_epochs": args.gru_epochs}] if preset else []
+        params = [GRU4Rec.preset(preset), {"n_epochs": args.gru_epochs}] if preset else []
         started = time.perf_counter()
         model = create_model(name, *params).fit(sessions, index)
         train_seconds = time.perf_counter() - started

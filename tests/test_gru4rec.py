@@ -10,7 +10,7 @@ from nextclick.config import build_config
 from nextclick.data import ItemIndex, SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models import load_model
-from nextclick.models.gru4rec import PRESETS, GRU4Rec, GRU4RecConfig, preset_params
+from nextclick.models.gru4rec import PRESETS, GRU4Rec, GRU4RecConfig
 from nextclick.training import fused, losses
 from nextclick.training.sampling import DropoutScales
 
@@ -101,16 +101,16 @@ def test_training_history_counts_every_pair():
 
 
 def test_presets_are_the_published_settings():
-    rsc15 = build_config(GRU4RecConfig, preset_params("rsc15"))
+    rsc15 = build_config(GRU4RecConfig, GRU4Rec.preset("rsc15"))
     assert (rsc15.loss, rsc15.layers, rsc15.batch_size, rsc15.learning_rate, rsc15.momentum,
             rsc15.dropout_p_hidden, rsc15.sample_alpha, rsc15.logq) == \
         ("cross-entropy", (100,), 32, 0.2, 0.2, 0.4, 0.5, 1.0)  # fmt: skip
-    rr = build_config(GRU4RecConfig, preset_params("retailrocket"))
+    rr = build_config(GRU4RecConfig, GRU4Rec.preset("retailrocket"))
     assert (rr.loss, rr.layers, rr.bpreg, rr.elu_param, rr.dropout_p_embed) == (
         "bpr-max", (224,), 1.95, 0.5, 0.5)  # fmt: skip
     assert set(PRESETS) == {"rsc15", "yoochoose", "rees46", "coveo", "retailrocket", "diginetica"}
     with pytest.raises(ConfigError, match="unknown preset 'rsc16'"):
-        preset_params("rsc16")
+        GRU4Rec.preset("rsc16")
 
 
 @pytest.mark.parametrize(

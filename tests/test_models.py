@@ -24,9 +24,9 @@ from nextclick.models.bprmf import _sgd_epoch
 # BPR-MF scores with a BLAS matrix product, whose kernel (and so the last bits of a row)
 # depends on the shape of the batch; every other model computes each row on its own, so for
 # them "batched = one-by-one" holds exactly.
-BLAS_SCORED = {"bprmf", "gru4rec"}
-# GRU4Rec computes in float32, so its last bits differ more than BPR-MF's float64 ones.
-FLOAT32_SCORED = {"gru4rec"}
+BLAS_SCORED = {"bprmf", "gru4rec", "narm", "stamp", "sasrec"}
+# The torch models compute in float32, so their last bits differ more than BPR-MF's.
+FLOAT32_SCORED = {"gru4rec", "narm", "stamp", "sasrec"}
 
 
 def make_sessions(sessions: list[list], starts: list[float] | None = None, step: float = 1.0):
@@ -81,9 +81,19 @@ TINY_PARAMS = {
     "bprmf": {"n_factors": 8, "n_iterations": 100, "learning_rate": 0.1, "seed": 3},
     "gru4rec": {"layers": "16", "batch_size": 4, "n_sample": 4, "n_epochs": 30,
                 "learning_rate": 0.1, "sample_store_size": 1000},
+    "narm": {"embedding_dim": 8, "hidden_size": 16, "batch_size": 8, "n_epochs": 40,
+             "learning_rate": 0.02, "emb_dropout": 0.0, "ct_dropout": 0.0},
+    "stamp": {"embedding_dim": 16, "batch_size": 8, "n_epochs": 40, "learning_rate": 0.02},
+    "sasrec": {"hidden_size": 16, "batch_size": 4, "n_epochs": 40, "learning_rate": 0.02,
+               "dropout": 0.0, "max_len": 8},
 }  # fmt: skip
 # Smaller than the defaults so that the contract suite stays fast on the RSC15 sample.
-FITTED_PARAMS = {"gru4rec": {"layers": "32", "n_epochs": 1}}
+FITTED_PARAMS = {
+    "gru4rec": {"layers": "32", "n_epochs": 1},
+    "narm": {"embedding_dim": 16, "hidden_size": 32, "n_epochs": 1},
+    "stamp": {"embedding_dim": 32, "n_epochs": 1},
+    "sasrec": {"hidden_size": 32, "n_epochs": 1, "max_len": 20},
+}
 
 # name -> [(prefix, expected best-first items, whether the order within them is defined)].
 KNOWN_ANSWERS = {
@@ -106,6 +116,9 @@ KNOWN_ANSWERS = {
     "vsknn": [("EA", "ABCDEF", True)],
     # Every A is followed by B, every F by E (and the first E by F).
     "gru4rec": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
+    "narm": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
+    "stamp": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
+    "sasrec": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
 }
 
 

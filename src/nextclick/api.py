@@ -26,7 +26,7 @@ class Trained:
 
     def training_record(self) -> dict[str, Any]:
         """Per-epoch figures of models trained in epochs (empty for the others)."""
-        history = getattr(self.model, "history_", [])
+        history = self.model.history_
         if not history:
             return {}
         pairs = sum(e.events_per_second * e.seconds for e in history)
@@ -34,7 +34,7 @@ class Trained:
             "train_events_per_second": pairs / sum(e.seconds for e in history),
             "epochs": [
                 {"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds,
-                 "events_per_second": e.events_per_second}
+                 "events_per_second": e.events_per_second, "learning_rate": e.learning_rate}
                 for e in history
             ],
         }  # fmt: skip

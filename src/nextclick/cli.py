@@ -49,8 +49,9 @@ def _device_arg(parser: argparse.ArgumentParser) -> None:
 def _param_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", metavar="NAME",
-        help="published GRU4Rec setting: rsc15, yoochoose, rees46, coveo, retailrocket, "
-        "diginetica (--params and --param override it)",
+        help="a published setting of the model (gru4rec: rsc15, yoochoose, rees46, coveo, "
+        "retailrocket, diginetica; stamp: yoochoose1_64, diginetica; --params and --param "
+        "override it)",
     )  # fmt: skip
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -199,11 +200,9 @@ def _params(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _preset(model: str, preset: str) -> dict[str, Any]:
-    from nextclick.models.gru4rec import preset_params
+    from nextclick.models import model_class
 
-    if model != "gru4rec":
-        raise NextclickError(f"--preset {preset}: presets are GRU4Rec settings, not {model}'s")
-    return preset_params(preset)
+    return model_class(model).preset(preset)
 
 
 def _cutoffs(args: argparse.Namespace) -> tuple[int, ...]:

@@ -1,24 +1,36 @@
-"""Session-parallel mini-batches (GRU4Rec, ICLR 2016, section 3.1.1).
+"""Mini-batches of training sessions, in the three forms the models train on.
 
-``batch_size`` slots each feed item ``t`` of their session and target item ``t + 1``. When a
-slot's session has no next event, that slot's hidden state is reset and it continues with
-the next unused session (sessions in order of their first event's time). When no unused
-sessions remain, finished slots are dropped and the batch shrinks, so every event of every
-session is used.
+- **Session-parallel** (GRU4Rec, ICLR 2016, section 3.1.1): ``batch_size`` slots each feed
+  item ``t`` of their session and target item ``t + 1``. When a slot's session has no next
+  event, that slot's hidden state is reset and it continues with the next unused session
+  (sessions in order of their first event's time). When no unused sessions remain, finished
+  slots are dropped and the batch shrinks, so every event of every session is used.
+- **Padded prefixes** (NARM, STAMP, SR-GNN, GCE-GNN): every prefix ``s_1..s_k`` (k >= 1) of
+  a training session with its next item as target, the last ``max_len`` items of it kept,
+  shuffled with a seed and padded to the longest row of its batch.
+- **Padded sequences** (SASRec): every session once, its items but the last as inputs and
+  the next item at every position as targets; not prefix-augmented.
+
+Padded batches hold item indices shifted by one, ``0`` being the pad: a network stores
+``n_items + 1`` embedding rows, row 0 the pad, and scores only rows ``1..n_items``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Literal
 
 import numba
 import numpy as np
 
 from nextclick.data.sessions import SessionData
 
+Side = Literal["left", "right"]
 
-class Step(NamedTuple):
+
+@dataclass(frozen=True, slots=True)
+class Step:
     """One mini-batch of the session-parallel iterator.
 
     Apply ``keep`` first (rows of the previous hidden state that remain, or None when the
@@ -29,6 +41,22 @@ class Step(NamedTuple):
     targets: np.ndarray  # (n,) int64 item indices to predict
     reset: np.ndarray  # (n,) bool: slot starts a new session at this step
     keep: np.ndarray | None  # (n,) int64 rows of the previous step's state, or None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True, slots=True)
+class Padded:
+    """A padded mini-batch: one row per prefix (``targets`` (B,)) or per session
+    (``targets`` (B, L), 0 where there is none)."""
+
+    items: np.ndarray  # (B, L) int64 item index + 1; 0 = pad
+    lengths: np.ndarray  # (B,) int64 real items of each row
+    targets: np.ndarray  # (B,) or (B, L) int64 item index + 1 of the next click; 0 = none
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.targets))
 
 
 def session_order(sessions: SessionData) -> np.ndarray:
@@ -55,6 +83,55 @@ def session_parallel(sessions: SessionData, batch_size: int) -> Iterator[Step]:
         yield Step(items[positions[part]], items[positions[part] + 1], reset[part],
                    keep[part] if shrink else None)  # fmt: skip
         offset += size
+
+
+def padded_rows(items: np.ndarray, ends: np.ndarray, lengths: np.ndarray, side: Side) -> np.ndarray:
+    """(B, max(lengths)) rows: row ``r`` holds ``items[ends[r] - lengths[r]:ends[r]] + 1``,
+    padded with 0 on ``side``."""
+    width = int(lengths.max(initial=0))
+    column = np.arange(width)[None, :]
+    if side == "right":
+        offset = column
+        real = column < lengths[:, None]
+    else:
+        offset = column - (width - lengths[:, None])
+        real = offset >= 0
+    index = ends[:, None] - lengths[:, None] + np.where(real, offset, 0)
+    return np.where(real, items[np.minimum(index, len(items) - 1)] + 1, 0)
+
+
+def n_prefixes(sessions: SessionData) -> int:
+    """Training prefixes (= targets) of the sessions: the same as :func:`n_pairs`."""
+    return n_pairs(sessions)
+
+
+def prefix_batches(sessions: SessionData, batch_size: int, max_len: int,
+                   rng: np.random.Generator, side: Side = "right") -> Iterator[Padded]:  # fmt: skip
+    """One epoch of shuffled prefix batches (see the module docstring)."""
+    session_start = np.repeat(sessions.offsets[:-1], sessions.lengths)
+    # Every click but a session's first is the target of the prefix before it.
+    target_at = np.flatnonzero(np.arange(sessions.n_events) != session_start)
+    order = rng.permutation(len(target_at))
+    for b in range(0, len(order), batch_size):
+        chosen = target_at[order[b : b + batch_size]]
+        size = np.minimum(chosen - session_start[chosen], max_len)
+        yield Padded(padded_rows(sessions.items, chosen, size, side), size,
+                     sessions.items[chosen] + 1)  # fmt: skip
+
+
+def sequence_batches(sessions: SessionData, batch_size: int, max_len: int,
+                     rng: np.random.Generator) -> Iterator[Padded]:  # fmt: skip
+    """One epoch of shuffled whole-session batches, left-padded: the last ``max_len`` clicks
+    but one as inputs, the click after each as its target."""
+    usable = np.flatnonzero(sessions.lengths >= 2)
+    order = usable[rng.permutation(len(usable))]
+    for b in range(0, len(order), batch_size):
+        chosen = order[b : b + batch_size]
+        ends = sessions.offsets[chosen + 1]
+        size = np.minimum(sessions.lengths[chosen] - 1, max_len)
+        inputs = padded_rows(sessions.items, ends - 1, size, "left")
+        targets = padded_rows(sessions.items, ends, size, "left")
+        yield Padded(inputs, size, targets)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -26,8 +26,11 @@ from nextclick.data.items import ItemIndex
 from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.ranking import top_k
+from nextclick.training.loop import EpochStats
 
 State = Any
+#: Called after each training epoch (see :meth:`Recommender.fit`).
+OnEpoch = Callable[[EpochStats], None] | None
 FORMAT_VERSION = 1
 _META = "model.json"
 _ARRAYS = "arrays.npz"
@@ -38,7 +41,10 @@ class Recommender(ABC):
 
     Subclasses set ``name`` and ``Config`` (a frozen dataclass whose defaults are the
     published defaults), implement ``_fit``, ``init_state``, ``step``, ``select`` and
-    ``scores``, and list their learned arrays in ``_arrays``/``_set_arrays``.
+    ``scores``, and list their learned arrays in ``_arrays``/``_set_arrays``. What the CLI,
+    the tuner, the reports and the service need to know of a model is declared here
+    (``trains_in_epochs``, ``presets``, ``keeps_state``, ``no_evidence_score``), never
+    probed.
 
     Parameters
     ----------
@@ -48,6 +54,11 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: Whether ``fit`` trains in epochs: it then fills ``history_`` and calls ``on_epoch``
+    #: after each (the tuner validates and prunes there).
+    trains_in_epochs: ClassVar[bool] = False
+    #: Published settings by name (``--preset``): parameter overrides of ``Config``.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -56,6 +67,16 @@ class Recommender(ABC):
         self.item_index_: ItemIndex | None = None
         #: (n_items,) int64 number of training events of each item.
         self.item_support_: np.ndarray | None = None
+        #: One entry per training epoch (models that train in epochs).
+        self.history_: list[EpochStats] = []
+
+    @classmethod
+    def preset(cls, name: str) -> dict[str, Any]:
+        """The parameters of published setting ``name`` (see :attr:`presets`)."""
+        if name not in cls.presets:
+            known = ", ".join(cls.presets) or "none"
+            raise ConfigError(f"unknown preset {name!r} for {cls.name}; its presets: {known}")
+        return dict(cls.presets[name])
 
     # -- training -----------------------------------------------------------------------
 
@@ -63,19 +84,31 @@ class Recommender(ABC):
         """Move to a device; models without a GPU implementation run on the CPU anyway."""
         return self
 
-    def fit(self, train: SessionData, item_index: ItemIndex, *, progress: bool = False) -> Self:
-        """Learn from training sessions whose items are indices of ``item_index``."""
+    def fit(
+        self,
+        train: SessionData,
+        item_index: ItemIndex,
+        *,
+        progress: bool = False,
+        on_epoch: OnEpoch = None,
+    ) -> Self:
+        """Learn from training sessions whose items are indices of ``item_index``.
+
+        ``on_epoch`` is called after every epoch of a model that ``trains_in_epochs``, with
+        the model usable for scoring; it may raise to stop the training.
+        """
         if train.n_events == 0:
             raise DataError("training data has no events")
         if train.n_items != len(item_index):
             raise ValueError("train was encoded with another item index")
         self.item_index_ = item_index
         self.item_support_ = np.bincount(train.items, minlength=train.n_items).astype(np.int64)
-        self._fit(train, progress=progress)
+        self.history_ = []
+        self._fit(train, progress=progress, on_epoch=on_epoch)
         return self
 
     @abstractmethod
-    def _fit(self, train: SessionData, *, progress: bool) -> None: ...
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None: ...
 
     @property
     def n_items(self) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nextclick.data.sessions import SessionData
-from nextclick.models.base import Recommender, State, check
+from nextclick.models.base import OnEpoch, Recommender, State, check
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class BPRMF(Recommender):
     name = "bprmf"
     Config = BPRMFConfig
 
-    def _fit(self, train: SessionData, *, progress: bool) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         shape_u, shape_i = (train.n_sessions, cfg.n_factors), (train.n_items, cfg.n_factors)

@@ -24,26 +24,25 @@ Decisions where the published descriptions leave room:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from nextclick.data.batching import Step
+from nextclick.data.batching import Step, n_pairs, session_parallel
 from nextclick.data.sessions import SessionData
-from nextclick.errors import ConfigError, DataError
-from nextclick.models.base import Recommender, check
+from nextclick.errors import DataError
+from nextclick.models.base import OnEpoch, check
+from nextclick.models.neural import TorchRecommender, item_scores
 from nextclick.training import fused, losses
 from nextclick.training.loop import EpochStats, train_epochs
 from nextclick.training.optim import AdagradM
 from nextclick.training.sampling import DropoutScales, SampleStore
 
 Loss = Literal["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"]
-_WEIGHTS = "weights.pt"
 #: Parameters with one row per item.
 _ITEM_ROWS = frozenset({"Wy", "By", "E", "Wx0"})
 
@@ -185,21 +184,6 @@ def gru_gate_grads(
     return d_gi, d_gh
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when there is one)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r}: no CUDA device is available here")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
-    return device
-
-
 @dataclass(frozen=True)
 class _Work:
     """What every training step of one ``fit`` uses (items in popularity order)."""
@@ -221,24 +205,17 @@ class GRUState(NamedTuple):
     output: Tensor  # (n, output_size)
 
 
-class GRU4Rec(Recommender):
+class GRU4Rec(TorchRecommender):
     """GRU4Rec with session-parallel mini-batches, sampled outputs and ranking losses."""
 
     name = "gru4rec"
     Config = GRU4RecConfig
+    trains_in_epochs = True
+    presets = PRESETS
 
     def __init__(self, config: GRU4RecConfig | None = None, device: str = "cpu") -> None:
-        super().__init__(config)
-        self.device = resolve_device(device)
+        super().__init__(config, device)
         self.params_: dict[str, Tensor] = {}
-        self.history_: list[EpochStats] = []
-        #: Called after each training epoch (validation, pruning); may raise to stop.
-        self.on_epoch: Callable[[EpochStats], None] | None = None
-
-    def to(self, device: str) -> GRU4Rec:
-        self.device = resolve_device(device)
-        self.params_ = {name: p.to(self.device) for name, p in self.params_.items()}
-        return self
 
     # -- parameters ----------------------------------------------------------------------
 
@@ -409,7 +386,7 @@ class GRU4Rec(Recommender):
 
     # -- training ------------------------------------------------------------------------
 
-    def _fit(self, train: SessionData, *, progress: bool) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         cfg = self.config
         if (self.item_support_ == 0).any():
             raise DataError(
@@ -477,14 +454,15 @@ class GRU4Rec(Recommender):
             loss, hidden = self._train_step(x, y, hidden, work)
             return loss
 
-        def on_epoch(stats: EpochStats) -> None:
-            if self.on_epoch is not None:
+        def end_of_epoch(stats: EpochStats) -> None:
+            if on_epoch is not None:
                 publish()
-                self.on_epoch(stats)
+                on_epoch(stats)
 
         self.history_ = train_epochs(
-            sessions, cfg.batch_size, cfg.n_epochs, step, name="gru4rec", progress=progress,
-            on_epoch=on_epoch,
+            lambda epoch: session_parallel(sessions, cfg.batch_size), n_pairs(sessions),
+            cfg.n_epochs, step, name="gru4rec", progress=progress, on_epoch=end_of_epoch,
+            learning_rate=lambda: cfg.learning_rate,
         )  # fmt: skip
         publish()
 
@@ -631,7 +609,7 @@ class GRU4Rec(Recommender):
     def scores(self, state: GRUState, start: int = 0, stop: int | None = None) -> np.ndarray:
         Wy = self.params_["Wy"][start:stop]
         By = self.params_["By"][start:stop]
-        return torch.addmm(By, state.output, Wy.T).cpu().numpy()  # (n, stop - start)
+        return item_scores(state.output, Wy, By)  # (n, stop - start)
 
     keeps_state = True
 
@@ -647,31 +625,13 @@ class GRU4Rec(Recommender):
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _save_weights(self, directory: Path) -> None:
-        state = {name: p.detach().cpu() for name, p in self.params_.items()}
-        state["item_support"] = torch.as_tensor(self.item_support_)
-        torch.save(state, directory / _WEIGHTS)
+    def _tensors(self) -> dict[str, Tensor]:
+        return self.params_
 
-    def _load_weights(self, directory: Path) -> None:
-        path = directory / _WEIGHTS
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises OSError, RuntimeError, UnpicklingError, ...
-            raise DataError(f"{path}: cannot load weights ({type(exc).__name__})") from None
-        support = state.pop("item_support", None) if isinstance(state, dict) else None
-        if support is None:
-            raise DataError(f"{path}: expected a state dict with item_support")
-        expected = self._init_params(len(self.item_index_), torch.Generator())
-        shapes = {name: tuple(t.shape) for name, t in state.items()}
-        if shapes != {name: tuple(t.shape) for name, t in expected.items()}:
-            raise DataError(f"{path}: weights do not match model.json and items.npy")
-        self.item_support_ = support.numpy()
-        self.params_ = {name: t.to(self.device) for name, t in state.items()}
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        params = self._init_params(len(self._index()), torch.Generator())
+        return {name: tuple(t.shape) for name, t in params.items()}
 
+    def _load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.params_ = tensors
 
-def preset_params(name: str) -> dict[str, object]:
-    """The parameters of a published preset (see :data:`PRESETS`)."""
-    try:
-        return dict(PRESETS[name])
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None

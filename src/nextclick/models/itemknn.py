@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nextclick.data.sessions import SessionData
-from nextclick.models.base import Recommender, State, check
+from nextclick.models.base import OnEpoch, Recommender, State, check
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ItemKNN(Recommender):
     Config = ItemKNNConfig
     no_evidence_score = 0.0
 
-    def _fit(self, train: SessionData, *, progress: bool) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         session_of = np.repeat(np.arange(train.n_sessions), train.lengths)
         counts = sp.csr_matrix(
             (np.ones(train.n_events), (session_of, train.items)),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nextclick.data.sessions import SessionData
-from nextclick.models.base import ItemHistory, Recommender, State
+from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Pop(Recommender):
     name = "pop"
     Config = PopConfig
 
-    def _fit(self, train: SessionData, *, progress: bool) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         pass
 
     def init_state(self, n: int) -> State:
@@ -57,7 +57,7 @@ class SPop(ItemHistory, Recommender):
     name = "spop"
     Config = SPopConfig
 
-    def _fit(self, train: SessionData, *, progress: bool) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         pass
 
     def scores(self, state: State, start: int = 0, stop: int | None = None) -> np.ndarray:

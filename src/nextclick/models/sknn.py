@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nextclick.data.sessions import SessionData
-from nextclick.models.base import ItemHistory, Recommender, State, check
+from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
 
 Weighting = Literal["same", "div", "linear", "log", "quadratic"]
 _WEIGHTINGS: tuple[str, ...] = ("same", "div", "linear", "log", "quadratic")
@@ -94,7 +94,7 @@ class _SessionKNN(ItemHistory, Recommender):
 
     no_evidence_score = 0.0
 
-    def _fit(self, train: SessionData, *, progress: bool) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         recency = np.argsort(train.end_times(), kind="stable")
         session_of = np.repeat(np.arange(train.n_sessions), train.lengths)
         rank = np.empty(train.n_sessions, dtype=np.int64)

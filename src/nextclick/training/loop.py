@@ -1,19 +1,20 @@
-"""The epoch loop over session-parallel mini-batches: timing, logging, progress, NaN guard."""
+"""The epoch loop over any model's mini-batches: timing, logging, progress, NaN guard."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
 
-from nextclick.data.batching import Step, n_pairs, session_parallel
-from nextclick.data.sessions import SessionData
 from nextclick.errors import NextclickError
+
+Batch = TypeVar("Batch", bound=Sized)
 
 log = logging.getLogger(__name__)
 
@@ -24,52 +25,58 @@ class TrainingDiverged(NextclickError):
 
 @dataclass(frozen=True)
 class EpochStats:
-    """What one epoch did: mean loss per (input, target) pair and throughput."""
+    """What one epoch did: mean loss per training target and throughput (targets, i.e.
+    (prefix, next item) pairs, per second)."""
 
     epoch: int
     loss: float
     seconds: float
     batches_per_second: float
     events_per_second: float
+    learning_rate: float | None = None  # in force during the epoch
 
 
 def train_epochs(
-    sessions: SessionData,
-    batch_size: int,
+    batches: Callable[[int], Iterable[Batch]],
+    n_targets: int,
     n_epochs: int,
-    step: Callable[[Step], torch.Tensor | float],
+    step: Callable[[Batch], torch.Tensor | float],
     *,
     name: str = "train",
     progress: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    learning_rate: Callable[[], float] | None = None,
 ) -> list[EpochStats]:
     """Run ``step`` on every mini-batch of ``n_epochs`` epochs.
 
-    ``step`` returns the mini-batch loss (summed over its rows, divided by the nominal batch
-    size) as a float or a detached 0-d tensor; a tensor is accumulated on its device and
-    read once per epoch, so a GPU is not synchronised at every step. The reported loss
-    weights each mini-batch by its number of rows, as the reference does.
+    ``batches(epoch)`` gives the mini-batches of an epoch (1-based); ``len(batch)`` is its
+    number of training targets, ``n_targets`` their number per epoch. ``step`` returns the
+    mini-batch loss (summed over its targets, divided by the nominal batch size) as a float
+    or a detached 0-d tensor; a tensor is accumulated on its device and read once per epoch,
+    so a GPU is not synchronised at every step. The reported loss weights each mini-batch by
+    its number of targets, as the GRU4Rec reference does. ``learning_rate()`` (read at the end
+    of each epoch, before ``on_epoch``) is recorded with the epoch.
     """
-    pairs = n_pairs(sessions)
     history: list[EpochStats] = []
     for epoch in range(1, n_epochs + 1):
         started = time.perf_counter()
         total: torch.Tensor | float = 0.0
         n_batches = 0
-        bar = tqdm(total=pairs, desc=f"{name} epoch {epoch}", unit="ev", disable=not progress,
-                   leave=False)  # fmt: skip
-        for batch in session_parallel(sessions, batch_size):
-            total = total + step(batch) * len(batch.inputs)
+        bar = tqdm(total=n_targets, desc=f"{name} epoch {epoch}", unit="ev",
+                   disable=not progress, leave=False)  # fmt: skip
+        for batch in batches(epoch):
+            total = total + step(batch) * len(batch)
             n_batches += 1
-            bar.update(len(batch.inputs))
+            bar.update(len(batch))
         bar.close()
         seconds = time.perf_counter() - started
-        loss = float(total) / max(pairs, 1)
+        loss = float(total) / max(n_targets, 1)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"{name}: loss is {loss} in epoch {epoch}; try a lower learning_rate"
             )
-        stats = EpochStats(epoch, loss, seconds, n_batches / seconds, pairs / seconds)
+        rate = None if learning_rate is None else learning_rate()
+        stats = EpochStats(epoch, loss, seconds, n_batches / seconds, n_targets / seconds, rate)
         log.info(
             "%s epoch %d: loss %.6f, %.2f s, %.1f mb/s, %.0f events/s",
             name, epoch, loss, seconds, stats.batches_per_second, stats.events_per_second,

@@ -1,13 +1,19 @@
-"""GRU4Rec's ranking losses over a sampled score matrix.
+"""The training losses: GRU4Rec's ranking losses, and the softmax losses of the item-list
+models (full, in item blocks, or sampled with the log-Q correction; SASRec's BCE and gBCE).
 
-Every function takes ``R``, the (B, N) scores of a mini-batch: row ``i`` scores the ``N``
-sampled items, and its positive (its own target) is column ``i``; the other columns are
+GRU4Rec's functions take ``R``, the (B, N) scores of a mini-batch: row ``i`` scores the
+``N`` sampled items, and its positive (its own target) is column ``i``; the other columns are
 negatives (the other rows' targets, then the shared extra samples). Each returns the loss
 summed over rows; the caller divides by the nominal batch size. The softmax over negatives
-is taken once, after the columns were selected, and every log has its epsilon.
+is taken once, after the columns were selected, and every log has its epsilon. On the CPU,
+GRU4Rec's step runs the compiled twins of ``cross_entropy`` and ``bpr_max`` in
+:mod:`nextclick.training.fused` (the tests check that they agree); these are the reference
+and the GPU path.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -86,3 +92,117 @@ def top1(R: Tensor, elu_param: float = 0.0) -> Tensor:
     mask = _negative_mask(R)
     losses = (torch.sigmoid(R - _positive(R)) + torch.sigmoid(R * R)) * mask
     return (losses.sum(dim=1) / mask.sum(dim=1)).sum()
+
+
+# -- the item-list models: query vectors against item vectors -----------------------------------
+
+
+class _BlockSoftmaxCE(torch.autograd.Function):
+    """Mean softmax cross-entropy of ``q @ W.T`` over all items, never holding more than
+    ``block`` columns of logits: a running log-sum-exp forward, the softmax recomputed block
+    by block backward."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, W: Tensor, targets: Tensor, block: int) -> Tensor:
+        top = torch.full((len(q),), -math.inf, dtype=q.dtype, device=q.device)
+        total = torch.zeros(len(q), dtype=q.dtype, device=q.device)
+        for c in range(0, len(W), block):
+            logits = q @ W[c : c + block].T  # (B, block)
+            new_top = torch.maximum(top, logits.amax(dim=1))
+            total = total * torch.exp(top - new_top) + torch.exp(
+                logits - new_top[:, None]
+            ).sum(dim=1)
+            top = new_top
+        lse = top + torch.log(total)
+        target_logits = (q * W[targets]).sum(dim=1)
+        ctx.save_for_backward(q, W, targets, lse)
+        ctx.block = block
+        return (lse - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        q, W, targets, lse = ctx.saved_tensors
+        scale = grad / len(q)
+        d_q = torch.zeros_like(q)
+        d_W = torch.zeros_like(W)
+        for c in range(0, len(W), ctx.block):
+            part = W[c : c + ctx.block]
+            p = torch.exp(q @ part.T - lse[:, None]).mul_(scale)  # (B, block)
+            d_q.addmm_(p, part)
+            d_W[c : c + ctx.block] = p.T @ q
+        d_q.sub_(W[targets], alpha=float(scale))
+        d_W.index_add_(0, targets, q, alpha=-float(scale))
+        return d_q, d_W, None, None
+
+
+def softmax_cross_entropy(q: Tensor, W: Tensor, targets: Tensor, block: int) -> Tensor:
+    """Mean over rows of ``-log softmax(q @ W.T)[target]`` over every item.
+
+    ``q`` (B, d) queries, ``W`` (N, d) item vectors, ``targets`` (B,) item indices. When
+    B x N logits fit in ``B * block``, one matrix product; otherwise item blocks of
+    ``block`` columns, so memory stays bounded whatever the catalogue.
+    """
+    if block >= len(W):
+        return torch.nn.functional.cross_entropy(q @ W.T, targets)
+    return _BlockSoftmaxCE.apply(q, W, targets, block)
+
+
+def sampled_softmax(q: Tensor, W: Tensor, targets: Tensor, samples: Tensor | None,
+                    log_share: Tensor, n_items: int) -> Tensor:  # fmt: skip
+    """Mean softmax cross-entropy over the batch's targets plus uniform extra candidates,
+    with the log-Q correction (every logit minus log(K * Q), K the candidates drawn from a
+    pool and Q an item's probability there).
+
+    Column ``j < B`` is row ``j``'s target: K = B, Q = the item's share of the training
+    events ``exp(log_share)`` (the positive column too); the ``samples`` columns: K = their
+    number, Q = 1 / ``n_items``. Candidates equal to a row's target, except its own
+    positive column, are masked out.
+    """
+    candidates = targets if samples is None else torch.cat((targets, samples))
+    logits = q @ W[candidates].T  # (B, C)
+    correction = log_share[targets] + math.log(len(targets))
+    if samples is not None:
+        uniform = math.log(len(samples) / n_items)
+        correction = torch.cat((correction, correction.new_full((len(samples),), uniform)))
+    logits = logits - correction
+    rows = torch.arange(len(targets), device=q.device)
+    same = candidates[None, :] == targets[:, None]
+    same[rows, rows] = False
+    logits = logits.masked_fill(same, -math.inf)
+    return torch.nn.functional.cross_entropy(logits, rows)
+
+
+def bce_negatives(positive: Tensor, negatives: Tensor) -> Tensor:
+    """SASRec's loss: mean over positions of ``-log sigmoid(s+) - sum log(1 - sigmoid(s-))``.
+
+    ``positive`` (n,), ``negatives`` (n, k) logits of each position.
+    """
+    return (torch.nn.functional.softplus(-positive)
+            + torch.nn.functional.softplus(negatives).sum(dim=1)).mean()  # fmt: skip
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's beta = 1 - t (1 - alpha), alpha = k / (N - 1): t = 0 is BCE, t = 1 beta = alpha."""
+    alpha = n_negatives / (n_items - 1)
+    return 1.0 - t * (1.0 - alpha)
+
+
+def gbce(positive: Tensor, negatives: Tensor, n_items: int, t: float) -> Tensor:
+    """gSASRec's generalised BCE: mean over positions of
+    ``-[beta log sigmoid(s+) + sum log(1 - sigmoid(s-))] / (k + 1)``.
+
+    As in the authors' code, the positive logit is replaced, in float64, by the logit whose
+    sigmoid is ``sigmoid(s+) ** beta`` (with their clamps), then plain BCE is applied.
+    """
+    beta = gbce_beta(negatives.shape[1], n_items, t)
+    eps = 1e-10
+    p = torch.sigmoid(positive.double()).clamp(eps, 1 - eps)
+    powered = p.pow(-beta).clamp(1 + eps, torch.finfo(torch.float64).max)
+    shifted = torch.log((1.0 / (powered - 1.0)).clamp(eps, torch.finfo(torch.float64).max))
+    logits = torch.cat((shifted[:, None], negatives.double()), dim=1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    per_position = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, labels, reduction="none"
+    ).mean(dim=1)
+    return per_position.mean().to(positive.dtype)

@@ -26,7 +26,8 @@ from typing import Any
 
 from nextclick.errors import ConfigError
 
-BUILTIN = ("gru4rec-cross-entropy", "gru4rec-bpr-max", "itemknn", "sknn", "vsknn")
+BUILTIN = ("gru4rec-cross-entropy", "gru4rec-bpr-max", "itemknn", "sknn", "vsknn", "narm",
+           "stamp", "sasrec")
 
 
 @dataclass(frozen=True)

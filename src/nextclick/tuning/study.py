@@ -116,18 +116,17 @@ class Objective:
         try:
             model = create_model(self.model, params).to(self.device)
             values: list[float] = []
-            if hasattr(model, "on_epoch"):
 
-                def report(stats: EpochStats) -> None:
-                    value = self.validate(model)
-                    values.append(value)
-                    trial.report(value, stats.epoch)
-                    trial.set_user_attr("epoch_losses", [*_losses(trial), stats.loss])
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}: {value:.4f}")
+            def report(stats: EpochStats) -> None:
+                value = self.validate(model)
+                values.append(value)
+                trial.report(value, stats.epoch)
+                trial.set_user_attr("epoch_losses", [*_losses(trial), stats.loss])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}: {value:.4f}")
 
-                model.on_epoch = report
-            model.fit(self.data.train, self.data.item_index)
+            model.fit(self.data.train, self.data.item_index,
+                      on_epoch=report if model.trains_in_epochs else None)  # fmt: skip
             value = values[-1] if values else self.validate(model)
         except optuna.TrialPruned:
             raise

@@ -1,0 +1,123 @@
+"""Any model on an SR-GNN benchmark split, under the honest protocol; prints one JSON object.
+
+    python bench/srgnn_accuracy.py --model NAME --data DIR [--preset P] [--param K=V ...]
+        [--max-epochs N] [--out FILE]
+
+DIR holds train_sessions.tsv.gz / test_sessions.tsv.gz (../shared/data/yoochoose1_64-srgnn,
+diginetica-srgnn, tmall-gcegnn). The split comes from the ``srgnn-benchmark`` recipe. For a
+model that trains in epochs, the number of epochs is chosen on train_tr -> train_valid (best
+MRR@20 after each of 1..N epochs of one run); then the model is trained on the whole train
+part and evaluated on every next click of the test sessions, with conservative ties over the
+full catalogue, reporting both the "unknown targets dropped" and the "unknown targets counted
+as misses" figures, training time per epoch and targets per second, evaluation time and the
+peak memory of the final run (a fresh ``nextclick run`` process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nextclick.config import parse_overrides
+from nextclick.data import ItemIndex, encode_sessions, read_events
+from nextclick.evaluation import evaluate
+from nextclick.models import create_model, model_class
+from nextclick.training.loop import EpochStats
+
+
+def nextclick(*args: str) -> dict:
+    """Run the CLI with --json and return its record."""
+    done = subprocess.run([sys.executable, "-m", "nextclick.cli", "-q", *args, "--json"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"nextclick {' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def summary(record: dict) -> dict:
+    m, miss = record["metrics"], record["metrics_unknown_as_miss"]
+    epochs = record.get("epochs", [])
+    return {
+        "recall@20": round(m["recall@20"], 4),
+        "mrr@20": round(m["mrr@20"], 4),
+        "recall@20_unknown_as_miss": round(miss["recall@20"], 4),
+        "mrr@20_unknown_as_miss": round(miss["mrr@20"], 4),
+        "n_targets": record["n_targets"],
+        "n_dropped_unknown": record["n_dropped_unknown"],
+        "train_seconds": round(record["train_seconds"], 1),
+        "seconds_per_epoch": [round(e["seconds"], 1) for e in epochs],
+        "train_targets_per_second": round(record.get("train_events_per_second", 0)),
+        "eval_seconds": round(record["eval_seconds"], 2),
+        "peak_rss_mb": round(record["peak_rss_mb"]),
+        "epoch_losses": [round(e["loss"], 4) for e in epochs],
+    }
+
+
+def validation_curve(split: Path, model: str, params: list[dict], max_epochs: int) -> list:
+    """Recall@20 / MRR@20 on train_valid after each epoch of one run on train_tr."""
+    train = read_events(split / "train_tr.tsv.gz")
+    valid = read_events(split / "train_valid.tsv.gz")
+    index = ItemIndex.from_items(train["ItemId"].to_numpy())
+    instance = create_model(model, *params, {"n_epochs": max_epochs})
+    curve: list[dict] = []
+
+    def on_epoch(stats: EpochStats) -> None:
+        started = time.perf_counter()
+        result = evaluate(instance, valid, cutoffs=(20,))
+        curve.append({"n_epochs": stats.epoch, "loss": round(stats.loss, 4),
+                      "seconds": round(stats.seconds, 1),
+                      "recall@20": round(result.metrics["recall@20"], 4),
+                      "mrr@20": round(result.metrics["mrr@20"], 4),
+                      "eval_seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+        print(f"  epoch {stats.epoch}: {curve[-1]}", file=sys.stderr)
+
+    instance.fit(encode_sessions(train, index).sessions, index, on_epoch=on_epoch)
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--preset")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    cls = model_class(args.model)
+    params = [cls.preset(args.preset)] if args.preset else []
+    params.append(parse_overrides(args.param))
+    flags = [*(["--preset", args.preset] if args.preset else []),
+             *(f for p in args.param for f in ("--param", p))]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        split = Path(tmp) / "split"
+        nextclick("prepare", "srgnn-benchmark", str(args.data / "train_sessions.tsv.gz"),
+                  str(args.data / "test_sessions.tsv.gz"), "--out", str(split))  # fmt: skip
+        record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
+                        "data": str(args.data), "preset": args.preset, "params": args.param}
+        if cls.trains_in_epochs:
+            print(f"{args.model}: validation curve, up to {args.max_epochs} epochs",
+                  file=sys.stderr)  # fmt: skip
+            curve = validation_curve(split, args.model, params, args.max_epochs)
+            best = max(curve, key=lambda r: r["mrr@20"])["n_epochs"]
+            record.update(validation_curve=curve, chosen_n_epochs=best)
+            flags += ["--param", f"n_epochs={best}"]
+        print(f"{args.model}: final run on the train part", file=sys.stderr)
+        final = nextclick("run", "--model", args.model, *flags,
+                          "--train", str(split / "train_full.tsv.gz"),
+                          "--test", str(split / "test.tsv.gz"),
+                          "--run-dir", str(Path(tmp) / "runs"))  # fmt: skip
+    record["test"] = summary(final)
+    text = json.dumps(record, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The item-list neural models (NARM, STAMP, SASRec): the checks of FOLLOWUPS.md that catch
+wrong implementations — padding, row independence, causality, masks, clipping, the losses,
+the schedule — and a pattern each model must learn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nextclick.data import ItemIndex, encode_sessions
+from nextclick.data.batching import padded_rows
+from nextclick.data.io import ITEM, SESSION, TIME
+from nextclick.errors import ConfigError
+from nextclick.models import create_model, load_model
+from nextclick.training import losses
+
+NEURAL = ["narm", "stamp", "sasrec"]
+SMALL = {
+    "narm": {"embedding_dim": 16, "hidden_size": 24},
+    "stamp": {"embedding_dim": 24},
+    "sasrec": {"hidden_size": 24, "n_heads": 2, "max_len": 12},
+}
+
+
+def sessions_frame(sessions: list[list[int]]) -> pd.DataFrame:
+    rows = [(s, item, t) for s, items in enumerate(sessions) for t, item in enumerate(items)]
+    return pd.DataFrame(rows, columns=[SESSION, ITEM, TIME])
+
+
+def fitted(name: str, sessions: list[list[int]], **params):
+    events = sessions_frame(sessions)
+    index = ItemIndex.from_items(events[ITEM].to_numpy())
+    model = create_model(name, {**SMALL[name], "n_epochs": 1, "batch_size": 16, **params})
+    return model.fit(encode_sessions(events, index).sessions, index), index
+
+
+@pytest.fixture(scope="module", params=NEURAL)
+def model(request):
+    rng = np.random.default_rng(3)
+    sessions = [list(rng.integers(0, 30, size=rng.integers(2, 9))) for _ in range(300)]
+    trained, _ = fitted(request.param, sessions, n_epochs=2)
+    return trained
+
+
+def encode(model, rows: list[list[int]]) -> torch.Tensor:
+    """The network's query vectors of item-index rows, padded as the model pads."""
+    lengths = np.array([len(r) for r in rows])
+    flat = np.concatenate([np.asarray(r) for r in rows])
+    ends = np.cumsum(lengths)
+    items = padded_rows(flat, ends, lengths, model.padding_side)
+    with torch.no_grad():
+        return model.network_.encode(torch.as_tensor(items), torch.as_tensor(lengths))
+
+
+def test_a_padded_batch_equals_one_by_one(model):
+    rows = [[3], [4, 5, 6, 7, 8, 9], [1, 2], [7, 7, 7], [0, 11, 12, 13]]
+    together = encode(model, rows)
+    alone = torch.cat([encode(model, [r]) for r in rows])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_never_see_each_other(model):
+    rows = [[3, 4, 5], [9, 1], [2, 2, 8, 6]]
+    base = encode(model, rows)
+    # Shuffled, and other rows replaced by longer prefixes of the same session.
+    shuffled = encode(model, [rows[2], rows[0], rows[1]])
+    torch.testing.assert_close(shuffled, base[[2, 0, 1]], rtol=1e-5, atol=1e-6)
+    longer = encode(model, [[*rows[0], 7, 1, 0], rows[1], [*rows[2], 4]])
+    torch.testing.assert_close(longer[1], base[1], rtol=1e-5, atol=1e-6)
+
+
+def test_exactly_n_score_columns_and_the_pad_never_ranked(model):
+    n = model.n_items
+    scores = model.score_prefixes([[0, 1], [5]])
+    assert scores.shape == (2, n)
+    items, _ = model.recommend([0, 1], k=n + 5)
+    assert len(items) == n and sorted(items.tolist()) == list(range(n))
+
+
+def test_save_load_gives_identical_scores(model, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    prefixes = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]]
+    np.testing.assert_array_equal(loaded.score_prefixes(prefixes), model.score_prefixes(prefixes))
+
+
+@pytest.fixture(scope="module")
+def small_sessions() -> list[list[int]]:
+    rng = np.random.default_rng(4)
+    return [list(rng.integers(0, 20, size=rng.integers(2, 7))) for _ in range(100)]
+
+
+def test_sasrec_is_causal(small_sessions):
+    net = fitted("sasrec", small_sessions)[0].network_
+    a = torch.tensor([[0, 4, 5, 6, 7]])
+    b = torch.tensor([[0, 4, 5, 9, 1]])  # differs after position 2
+    lengths = torch.tensor([4])
+    with torch.no_grad():
+        out_a, out_b = net.sequence(a, lengths), net.sequence(b, lengths)
+    torch.testing.assert_close(out_a[:, :3], out_b[:, :3])
+    assert not torch.allclose(out_a[:, 3:], out_b[:, 3:])
+
+
+def test_narm_attention_sums_to_one_over_real_positions(small_sessions):
+    net = fitted("narm", small_sessions)[0].network_
+    items = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]])
+    lengths = torch.tensor([3, 5])
+    with torch.no_grad():
+        states, _ = net.gru(net.embedding(items))
+        last = states[torch.arange(2), lengths - 1]
+        real = torch.arange(5)[None, :] < lengths[:, None]
+        alpha = net.attention(states, last, real)
+    torch.testing.assert_close(alpha.sum(dim=1), torch.ones(2))
+    assert (alpha[0, 3:] == 0).all() and (alpha[0, :3] > 0).all()
+
+
+def test_stamp_clips_looked_up_vectors_not_the_stored_rows():
+    model, _ = fitted("stamp", [[0, 1, 2], [2, 3], [1, 3, 0]], emb_max_norm=1.0)
+    net = model.network_
+    with torch.no_grad():
+        net.embedding.weight[1:] = 3.0  # rows far longer than the clip norm (14.7)
+    stored = net.embedding.weight.detach().clone()
+    looked_up = net._lookup(torch.tensor([[1, 2, 0]]))
+    norms = looked_up.norm(dim=-1)[0]
+    torch.testing.assert_close(norms[:2], torch.ones(2))
+    assert norms[2] == 0.0  # the pad
+    assert torch.equal(net.embedding.weight, stored)
+    assert torch.equal(net.item_vectors(), stored[1:])  # scoring uses the unclipped rows
+
+
+def test_gbce_at_t0_is_bce_and_beta_of_the_spec():
+    assert losses.gbce_beta(256, 10_001, 0.75) == pytest.approx(0.2692, abs=5e-5)
+    assert losses.gbce_beta(256, 10_001, 0.0) == 1.0
+    generator = torch.Generator().manual_seed(0)
+    positive = torch.randn(7, generator=generator)
+    negatives = torch.randn(7, 5, generator=generator)
+    bce = (torch.nn.functional.softplus(-positive)
+           + torch.nn.functional.softplus(negatives).sum(dim=1)) / 6  # fmt: skip
+    torch.testing.assert_close(losses.gbce(positive, negatives, 1000, 0.0), bce.mean())
+    # t = 1: the positive term is weighted by beta = alpha = 5/999.
+    beta = 5 / 999
+    expected = (beta * torch.nn.functional.softplus(-positive)
+                + torch.nn.functional.softplus(negatives).sum(dim=1)) / 6  # fmt: skip
+    torch.testing.assert_close(losses.gbce(positive, negatives, 1000, 1.0), expected.mean(),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_logq_changes_nothing_when_every_column_is_drawn_alike():
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randn(4, 8, generator=generator)
+    W = torch.randn(50, 8, generator=generator)
+    targets = torch.tensor([3, 17, 3, 40])
+    samples = torch.tensor([5, 17, 22, 49])  # as many as rows: every column K * Q = 4 / 50
+    uniform = torch.full((50,), math.log(1 / 50))
+    got = losses.sampled_softmax(q, W, targets, samples, uniform, 50)
+    logits = q @ W[torch.cat((targets, samples))].T
+    same = torch.cat((targets, samples))[None, :] == targets[:, None]
+    same[torch.arange(4), torch.arange(4)] = False
+    expected = torch.nn.functional.cross_entropy(logits.masked_fill(same, -math.inf),
+                                                 torch.arange(4))  # fmt: skip
+    torch.testing.assert_close(got, expected)
+
+
+def test_block_softmax_equals_the_full_one_with_gradients():
+    generator = torch.Generator().manual_seed(2)
+    q = torch.randn(6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(23, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 22, 5, 5, 11, 7])
+    full = losses.softmax_cross_entropy(q, W, targets, block=23)
+    grads_full = torch.autograd.grad(full, (q, W))
+    blocks = losses.softmax_cross_entropy(q, W, targets, block=4)
+    grads_blocks = torch.autograd.grad(blocks, (q, W))
+    torch.testing.assert_close(blocks, full)
+    for a, b in zip(grads_blocks, grads_full, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_learning_rate_steps_down_every_lr_dc_step_epochs():
+    model, _ = fitted("narm", [[0, 1, 2], [2, 3], [1, 3, 0]], n_epochs=6, lr_dc_step=3)
+    assert [e.learning_rate for e in model.history_] == pytest.approx([1e-3] * 3 + [1e-4] * 3)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"loss": "hinge"}, "parameter 'loss': 'hinge' is not one of 'cross-entropy', 'sampled'"),
+    ({"max_len": 0}, "parameter 'max_len': expected an integer >= 1"),
+    ({"n_heads": 3}, "parameter 'n_heads': expected an integer >= 1 dividing hidden_size"),
+])  # fmt: skip
+def test_bad_configurations_are_one_line_errors(params, message):
+    name = "sasrec" if "n_heads" in params else "narm"
+    with pytest.raises(ConfigError) as caught:
+        create_model(name, params)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+# -- a pattern every model must learn ------------------------------------------------------------
+
+SUCCESSOR = {i: (7 * i + 3) % 16 for i in range(16)}  # a permutation of the items 0..15
+AFTER_MARKER = {i: (5 * i + 1) % 16 for i in range(16)}  # depends on the first click
+
+
+def pattern(rng: np.random.Generator, n: int) -> list[list[int]]:
+    """Chains that follow SUCCESSOR, and sessions [a, marker, AFTER_MARKER[a]] whose last
+    target depends on the first click (markers 16..19 carry no information)."""
+    out = []
+    for _ in range(n):
+        a = int(rng.integers(16))
+        if rng.random() < 0.7:
+            chain = [a]
+            for _ in range(int(rng.integers(1, 5))):
+                chain.append(SUCCESSOR[chain[-1]])
+            out.append(chain)
+        else:
+            out.append([a, int(rng.integers(16, 20)), AFTER_MARKER[a]])
+    return out
+
+
+LEARN = {
+    "narm": {"n_epochs": 30, "learning_rate": 0.01, "emb_dropout": 0.0, "ct_dropout": 0.0},
+    "stamp": {"n_epochs": 30, "learning_rate": 0.01},
+    "sasrec": {"n_epochs": 30, "learning_rate": 0.01, "dropout": 0.0},
+}
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_each_model_learns_the_pattern_to_recall_at_1(name):
+    rng = np.random.default_rng(11)
+    model, index = fitted(name, pattern(rng, 1500), batch_size=64, **LEARN[name])
+    held_out = pattern(rng, 200)
+    # Only the targets the pattern determines: every chain step, and the click after a
+    # marker (a marker itself is random).
+    cases = []
+    for session in held_out:
+        if session[1] >= 16:
+            cases.append((session[:2], session[2]))
+        else:
+            cases += [(session[:t], session[t]) for t in range(1, len(session))]
+    prefixes = [index.encode(np.array(prefix)) for prefix, _ in cases]
+    best = model.score_prefixes(prefixes).argmax(axis=1)  # Recall@1: the top item
+    assert index.decode(best).tolist() == [target for _, target in cases]
