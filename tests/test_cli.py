@@ -174,7 +174,8 @@ def test_compare_labels_presets(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--preset", "rsc15", "--model", "itemknn"], "unknown preset 'rsc15' for itemknn; its presets: none"),
+        (["--preset", "rsc15", "--model", "itemknn"],
+         "unknown preset 'rsc15' for itemknn; its presets: none"),
         (["--preset", "rsc16", "--model", "gru4rec"], "unknown preset 'rsc16'"),
         (["--model", "gru4rec", "--device", "tpu"], "expected cpu, cuda, cuda:N or auto"),
         (["--model", "gru4rec", "--param", "loss=hinge"], "'hinge' is not one of"),

@@ -165,17 +165,19 @@ def test_logq_changes_nothing_when_every_column_is_drawn_alike():
     torch.testing.assert_close(got, expected)
 
 
-def test_block_softmax_equals_the_full_one_with_gradients():
+@pytest.mark.parametrize("max_logits", [10**6, 10])  # probabilities kept / recomputed
+def test_softmax_in_item_blocks_equals_autograd_of_the_plain_formula(monkeypatch, max_logits):
+    monkeypatch.setattr(losses, "ITEM_BLOCK", 4)  # 23 items: six blocks, the last short
     generator = torch.Generator().manual_seed(2)
     q = torch.randn(6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     W = torch.randn(23, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 22, 5, 5, 11, 7])
-    full = losses.softmax_cross_entropy(q, W, targets, block=23)
-    grads_full = torch.autograd.grad(full, (q, W))
-    blocks = losses.softmax_cross_entropy(q, W, targets, block=4)
+    plain = torch.nn.functional.cross_entropy(q @ W.T, targets)
+    grads_plain = torch.autograd.grad(plain, (q, W))
+    blocks = losses.softmax_cross_entropy(q, W, targets, max_logits)
     grads_blocks = torch.autograd.grad(blocks, (q, W))
-    torch.testing.assert_close(blocks, full)
-    for a, b in zip(grads_blocks, grads_full, strict=True):
+    torch.testing.assert_close(blocks, plain)
+    for a, b in zip(grads_blocks, grads_plain, strict=True):
         torch.testing.assert_close(a, b)
 
 

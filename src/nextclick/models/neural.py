@@ -266,8 +266,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         weights = network.item_vectors()
         cfg = self.config
         if cfg.loss == "cross-entropy":
-            block = max(1, self.max_logits // max(len(queries), 1))
-            return losses.softmax_cross_entropy(queries, weights, targets, block)
+            return losses.softmax_cross_entropy(queries, weights, targets, self.max_logits)
         samples = (torch.as_tensor(rng.integers(len(weights), size=cfg.n_sample),
                                    device=self.device) if cfg.n_sample else None)  # fmt: skip
         return losses.sampled_softmax(queries, weights, targets, samples, self._log_share(),
@@ -319,19 +318,15 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         self.network_ = network
 
 
-#: Items per matrix product when scoring the catalogue: a product of a few thousand columns
-#: runs at the CPU's full speed, one over a whole large catalogue at two thirds of it.
-SCORE_BLOCK = 4096
-
-
 def item_scores(queries: Tensor, weights: Tensor, bias: Tensor | None = None) -> np.ndarray:
     """``queries @ weights.T (+ bias)`` as a new (n, n_items) float32 NumPy array, computed in
-    blocks of :data:`SCORE_BLOCK` items."""
+    blocks of items (:data:`~nextclick.training.losses.ITEM_BLOCK`), as the full softmax is."""
     out = torch.empty((len(queries), len(weights)), dtype=torch.float32)
-    for c in range(0, len(weights), SCORE_BLOCK):
-        part = weights[c : c + SCORE_BLOCK]
+    block_size = losses.ITEM_BLOCK
+    for c in range(0, len(weights), block_size):
+        part = weights[c : c + block_size]
         block = queries @ part.T if bias is None else torch.addmm(
-            bias[c : c + SCORE_BLOCK], queries, part.T
+            bias[c : c + block_size], queries, part.T
         )  # fmt: skip
         out[:, c : c + len(part)] = block
     return out.numpy()

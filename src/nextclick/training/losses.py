@@ -97,54 +97,74 @@ def top1(R: Tensor, elu_param: float = 0.0) -> Tensor:
 # -- the item-list models: query vectors against item vectors -----------------------------------
 
 
-class _BlockSoftmaxCE(torch.autograd.Function):
-    """Mean softmax cross-entropy of ``q @ W.T`` over all items, never holding more than
-    ``block`` columns of logits: a running log-sum-exp forward, the softmax recomputed block
-    by block backward."""
+#: Items per matrix product of the full softmax: products of a few thousand columns run at
+#: the CPU's full speed, one over a whole large catalogue at two thirds of it.
+ITEM_BLOCK = 4096
+
+
+class _SoftmaxCE(torch.autograd.Function):
+    """Mean softmax cross-entropy of ``q @ W.T`` over all items, its products taken over
+    blocks of ``ITEM_BLOCK`` items. When the (B, N) probabilities fit in ``max_logits``
+    they are kept for the backward pass; otherwise only a running log-sum-exp is kept and
+    each block's probabilities are recomputed there, so memory stays bounded whatever the
+    catalogue."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, W: Tensor, targets: Tensor, block: int) -> Tensor:
-        top = torch.full((len(q),), -math.inf, dtype=q.dtype, device=q.device)
-        total = torch.zeros(len(q), dtype=q.dtype, device=q.device)
-        for c in range(0, len(W), block):
-            logits = q @ W[c : c + block].T  # (B, block)
+    def forward(ctx, q: Tensor, W: Tensor, targets: Tensor, max_logits: int) -> Tensor:
+        n, N = len(q), len(W)
+        target_logits = (q * W[targets]).sum(dim=1)
+        if n * N <= max_logits:
+            probs = torch.empty((n, N), dtype=q.dtype, device=q.device)
+            for c in range(0, N, ITEM_BLOCK):
+                torch.mm(q, W[c : c + ITEM_BLOCK].T, out=probs[:, c : c + ITEM_BLOCK])
+            lse = torch.logsumexp(probs, dim=1)
+            torch.exp(probs.sub_(lse[:, None]), out=probs)
+            ctx.save_for_backward(q, W, targets, lse, probs)
+            return (lse - target_logits).mean()
+        top = torch.full((n,), -math.inf, dtype=q.dtype, device=q.device)
+        total = torch.zeros(n, dtype=q.dtype, device=q.device)
+        for c in range(0, N, ITEM_BLOCK):
+            logits = q @ W[c : c + ITEM_BLOCK].T  # (n, block)
             new_top = torch.maximum(top, logits.amax(dim=1))
             total = total * torch.exp(top - new_top) + torch.exp(
                 logits - new_top[:, None]
             ).sum(dim=1)
             top = new_top
         lse = top + torch.log(total)
-        target_logits = (q * W[targets]).sum(dim=1)
         ctx.save_for_backward(q, W, targets, lse)
-        ctx.block = block
         return (lse - target_logits).mean()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
-        q, W, targets, lse = ctx.saved_tensors
-        scale = grad / len(q)
+        q, W, targets, lse, *kept = ctx.saved_tensors
+        scale = float(grad) / len(q)
+        # The scale goes onto the (small) products, not onto the (n, N) probabilities.
         d_q = torch.zeros_like(q)
-        d_W = torch.zeros_like(W)
-        for c in range(0, len(W), ctx.block):
-            part = W[c : c + ctx.block]
-            p = torch.exp(q @ part.T - lse[:, None]).mul_(scale)  # (B, block)
+        d_W = torch.empty_like(W)
+        for c in range(0, len(W), ITEM_BLOCK):
+            part = W[c : c + ITEM_BLOCK]
+            if kept:
+                p = kept[0][:, c : c + ITEM_BLOCK]
+            else:
+                p = torch.exp(q @ part.T - lse[:, None])  # (n, block)
             d_q.addmm_(p, part)
-            d_W[c : c + ctx.block] = p.T @ q
-        d_q.sub_(W[targets], alpha=float(scale))
-        d_W.index_add_(0, targets, q, alpha=-float(scale))
+            torch.mm(p.T, q, out=d_W[c : c + ITEM_BLOCK])
+        d_q.sub_(W[targets]).mul_(scale)
+        d_W.index_add_(0, targets, q, alpha=-1.0).mul_(scale)
         return d_q, d_W, None, None
 
 
-def softmax_cross_entropy(q: Tensor, W: Tensor, targets: Tensor, block: int) -> Tensor:
+def softmax_cross_entropy(q: Tensor, W: Tensor, targets: Tensor, max_logits: int) -> Tensor:
     """Mean over rows of ``-log softmax(q @ W.T)[target]`` over every item.
 
-    ``q`` (B, d) queries, ``W`` (N, d) item vectors, ``targets`` (B,) item indices. When
-    B x N logits fit in ``B * block``, one matrix product; otherwise item blocks of
-    ``block`` columns, so memory stays bounded whatever the catalogue.
+    ``q`` (B, d) queries, ``W`` (N, d) item vectors, ``targets`` (B,) item indices. Below
+    two blocks of items, torch's own fused loss; above, products over item blocks, the
+    probabilities kept when B x N <= ``max_logits``, else recomputed block by block in the
+    backward pass (bounded memory).
     """
-    if block >= len(W):
+    if len(W) <= 2 * ITEM_BLOCK and len(q) * len(W) <= max_logits:
         return torch.nn.functional.cross_entropy(q @ W.T, targets)
-    return _BlockSoftmaxCE.apply(q, W, targets, block)
+    return _SoftmaxCE.apply(q, W, targets, max_logits)
 
 
 def sampled_softmax(q: Tensor, W: Tensor, targets: Tensor, samples: Tensor | None,
