@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    := data/rsc15-100k
 
-.PHONY: venv demo test test-slow lint bench clean
+.PHONY: venv demo test test-slow lint bench bench-models clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,17 @@ test: $(STAMP)
 	bash scripts/test-services.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+# The follow-up models on the SR-GNN benchmark splits (hours on 2 cores): epochs chosen on
+# train_tr -> train_valid, then the test split; JSON in docs/benchmarks/.
+SRGNN   := ../shared/data
+bench-models: $(STAMP)
+	for d in yoochoose1_64 diginetica; do \
+	  $(BIN)/python bench/srgnn_accuracy.py --model narm --data $(SRGNN)/$$d-srgnn --max-epochs 12 --out docs/benchmarks/narm_$$d.json && \
+	  $(BIN)/python bench/srgnn_accuracy.py --model stamp --preset $$d --data $(SRGNN)/$$d-srgnn --max-epochs 10 --out docs/benchmarks/stamp_$$d.json && \
+	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs 20 --out docs/benchmarks/sasrec_$$d.json && \
+	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs 20 --out docs/benchmarks/sasrec_sampled_$$d.json || exit 1; \
+	done
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -50,6 +50,7 @@ def model_dirs(rsc15_sample: Rsc15Sample, tmp_path_factory: pytest.TempPathFacto
         "vsknn": ("vsknn", {}),
         "itemknn": ("itemknn", {}),
         "pop": ("pop", {}),
+        "sasrec": ("sasrec", {"hidden_size": 16, "n_epochs": 1, "max_len": 10}),
     }
     dirs = {}
     for label, (name, params) in specs.items():

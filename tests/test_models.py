@@ -24,9 +24,9 @@ from nextclick.models.bprmf import _sgd_epoch
 # BPR-MF scores with a BLAS matrix product, whose kernel (and so the last bits of a row)
 # depends on the shape of the batch; every other model computes each row on its own, so for
 # them "batched = one-by-one" holds exactly.
-BLAS_SCORED = {"bprmf", "gru4rec", "narm", "stamp", "sasrec"}
+BLAS_SCORED = {"bprmf", "gru4rec", "narm", "stamp", "sasrec", "srgnn", "gcegnn"}
 # The torch models compute in float32, so their last bits differ more than BPR-MF's.
-FLOAT32_SCORED = {"gru4rec", "narm", "stamp", "sasrec"}
+FLOAT32_SCORED = {"gru4rec", "narm", "stamp", "sasrec", "srgnn", "gcegnn"}
 
 
 def make_sessions(sessions: list[list], starts: list[float] | None = None, step: float = 1.0):
@@ -86,6 +86,10 @@ TINY_PARAMS = {
     "stamp": {"embedding_dim": 16, "batch_size": 8, "n_epochs": 40, "learning_rate": 0.02},
     "sasrec": {"hidden_size": 16, "batch_size": 4, "n_epochs": 40, "learning_rate": 0.02,
                "dropout": 0.0, "max_len": 8},
+    "srgnn": {"hidden_size": 16, "batch_size": 8, "n_epochs": 40, "learning_rate": 0.02,
+              "lr_dc_step": 0, "l2": 0.0},
+    "gcegnn": {"hidden_size": 16, "batch_size": 8, "n_epochs": 40, "learning_rate": 0.02,
+               "lr_dc_step": 0, "l2": 0.0, "dropout_global": 0.0},
 }  # fmt: skip
 # Smaller than the defaults so that the contract suite stays fast on the RSC15 sample.
 FITTED_PARAMS = {
@@ -93,6 +97,8 @@ FITTED_PARAMS = {
     "narm": {"embedding_dim": 16, "hidden_size": 32, "n_epochs": 1},
     "stamp": {"embedding_dim": 32, "n_epochs": 1},
     "sasrec": {"hidden_size": 32, "n_epochs": 1, "max_len": 20},
+    "srgnn": {"hidden_size": 32, "n_epochs": 1},
+    "gcegnn": {"hidden_size": 32, "n_epochs": 1},
 }
 
 # name -> [(prefix, expected best-first items, whether the order within them is defined)].
@@ -119,6 +125,8 @@ KNOWN_ANSWERS = {
     "narm": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
     "stamp": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
     "sasrec": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
+    "srgnn": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
+    "gcegnn": [("A", "B", True), ("EF", "E", True), ("E", "F", True)],
 }
 
 

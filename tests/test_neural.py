@@ -18,11 +18,13 @@ from nextclick.errors import ConfigError
 from nextclick.models import create_model, load_model
 from nextclick.training import losses
 
-NEURAL = ["narm", "stamp", "sasrec"]
+NEURAL = ["narm", "stamp", "sasrec", "srgnn", "gcegnn"]
 SMALL = {
     "narm": {"embedding_dim": 16, "hidden_size": 24},
     "stamp": {"embedding_dim": 24},
     "sasrec": {"hidden_size": 24, "n_heads": 2, "max_len": 12},
+    "srgnn": {"hidden_size": 24},
+    "gcegnn": {"hidden_size": 24, "n_iter": 2, "n_sample": 4},
 }
 
 
@@ -224,6 +226,9 @@ LEARN = {
     "narm": {"n_epochs": 30, "learning_rate": 0.01, "emb_dropout": 0.0, "ct_dropout": 0.0},
     "stamp": {"n_epochs": 30, "learning_rate": 0.01},
     "sasrec": {"n_epochs": 30, "learning_rate": 0.01, "dropout": 0.0},
+    "srgnn": {"n_epochs": 30, "learning_rate": 0.01, "lr_dc_step": 0, "l2": 0.0},
+    "gcegnn": {"n_epochs": 30, "learning_rate": 0.01, "lr_dc_step": 0, "l2": 0.0,
+               "dropout_global": 0.0},
 }
 
 
@@ -243,3 +248,77 @@ def test_each_model_learns_the_pattern_to_recall_at_1(name):
     prefixes = [index.encode(np.array(prefix)) for prefix, _ in cases]
     best = model.score_prefixes(prefixes).argmax(axis=1)  # Recall@1: the top item
     assert index.decode(best).tolist() == [target for _, target in cases]
+
+
+# -- the graph models' graphs (FOLLOWUPS.md's cases) ----------------------------------------------
+
+
+def srgnn_graph(row: list[int]):
+    from nextclick.models.srgnn import SessionGraph
+
+    return SessionGraph(torch.tensor([row]), torch.tensor([len(row)]))
+
+
+def test_srgnn_session_graph_of_the_paper():
+    graph = srgnn_graph([1, 2, 3, 2, 4])
+    assert graph.nodes.tolist() == [[1, 2, 3, 4]] and graph.alias.tolist() == [[0, 1, 2, 1, 3]]
+    A_in, A_out = graph.A[0, :, :4], graph.A[0, :, 4:]
+    assert A_in.tolist() == [[0, 0, 0, 0], [0.5, 0, 0.5, 0], [0, 1, 0, 0], [0, 1, 0, 0]]
+    assert A_out.tolist() == [[0, 1, 0, 0], [0, 0, 0.5, 0.5], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_srgnn_self_loop_and_binary_edges():
+    graph = srgnn_graph([5, 5, 6])
+    assert graph.A[0, :, :2].tolist() == [[1, 0], [1, 0]]
+    assert graph.A[0, :, 2:].tolist() == [[0.5, 0.5], [0, 0]]
+    twice = srgnn_graph([1, 2, 1, 2])
+    assert twice.A[0, :, :2].tolist() == twice.A[0, :, 2:].tolist() == [[0, 1], [1, 0]]
+
+
+def test_gcegnn_relations_of_a_session():
+    from nextclick.models.gcegnn import BOTH, NEXT, PREV, SELF, ReversedGraph
+
+    graph = ReversedGraph(torch.tensor([[1, 2, 3, 2, 4, 0]]), torch.tensor([5]))
+    node = {item: i for i, item in enumerate(graph.nodes[0].tolist())}
+
+    def relation(a: int, b: int) -> int:
+        return int(graph.relation[0, node[a], node[b]])
+
+    assert [relation(i, i) for i in (1, 2, 3, 4)] == [SELF] * 4
+    assert relation(2, 3) == relation(3, 2) == BOTH
+    assert relation(2, 1) == relation(4, 2) == PREV
+    assert relation(1, 2) == relation(2, 4) == NEXT
+    assert relation(1, 3) == relation(1, 4) == 0
+
+
+def test_gcegnn_global_graph_of_the_corpus():
+    from nextclick.models.gcegnn import neighbour_counts
+
+    corpus = [[1, 2, 3], [2, 3, 4], [1, 3], [5, 5, 6], [1, 2, 3, 4, 5]]
+    events = sessions_frame(corpus)
+    index = ItemIndex.from_items(events[ITEM].to_numpy())
+    found = neighbour_counts(encode_sessions(events, index).sessions)
+
+    def neighbours(item: int) -> list[tuple[int, int]]:
+        return [(int(index.ids[n]), w) for n, w in found[index.lookup(item)]]
+
+    assert neighbours(1) == [(3, 3), (2, 2), (4, 1)]
+    assert neighbours(3) == [(2, 3), (1, 3), (4, 2), (5, 1)]  # ties: the first seen first
+    assert neighbours(5) == [(5, 2), (6, 2), (4, 1), (3, 1), (2, 1)]
+    assert neighbours(6) == [(5, 2)]
+
+
+def test_gcegnn_global_graph_comes_from_the_training_split_and_reloads(tmp_path):
+    train = [[0, 1, 2], [1, 2, 3], [4, 5], [2, 3, 1]]
+    model, index = fitted("gcegnn", train)
+    table = model.network_.neighbour_ids
+    # Items 4 and 5 only ever met each other: their neighbours are each other (and
+    # themselves never), whatever the draw; no pair of another split is in the graph.
+    five, six = index.lookup(4) + 1, index.lookup(5) + 1
+    assert set(table[five].tolist()) == {six} and set(table[six].tolist()) == {five}
+    assert table[0].tolist() == [0] * table.shape[1]  # the pad has no neighbours
+    model.save(tmp_path / "g")
+    loaded = load_model(tmp_path / "g")
+    assert torch.equal(loaded.network_.neighbour_ids, table)
+    prefixes = [[0, 1], [4], [2, 3, 1, 0]]
+    np.testing.assert_array_equal(loaded.score_prefixes(prefixes), model.score_prefixes(prefixes))

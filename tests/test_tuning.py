@@ -114,13 +114,17 @@ def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp
     assert all(t["params"]["alpha"] <= 1.0 for t in result.trials if t["state"] == "COMPLETE")
 
 
-def test_neural_trials_report_the_validation_metric_each_epoch(tmp_path):
-    space = tmp_path / "gru.toml"
+@pytest.mark.parametrize(("model", "fixed"), [
+    ("gru4rec", "layers = 16\nn_sample = 64\n"),
+    ("narm", "embedding_dim = 8\nhidden_size = 16\n"),
+])  # fmt: skip
+def test_neural_trials_report_the_validation_metric_each_epoch(tmp_path, model, fixed):
+    space = tmp_path / "space.toml"
     space.write_text(
-        "model = 'gru4rec'\n[fixed]\nn_epochs = 2\nlayers = 16\nn_sample = 64\n"
-        "[params.learning_rate]\ntype = 'float'\nlow = 0.05\nhigh = 0.1\nstep = 0.05\n"
+        f"model = '{model}'\n[fixed]\nn_epochs = 2\n{fixed}"
+        "[params.learning_rate]\ntype = 'float'\nlow = 0.001\nhigh = 0.1\nlog = true\n"
     )  # fmt: skip
-    result = tune("gru4rec", TRAIN_TR, VALID, space, trials=2, seed=0, tune_dir=tmp_path)
+    result = tune(model, TRAIN_TR, VALID, space, trials=2, seed=0, tune_dir=tmp_path)
     for trial in result.trials:
         assert trial["state"] == "COMPLETE"
         assert list(trial["intermediate"]) == ["1", "2"]

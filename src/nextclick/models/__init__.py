@@ -10,17 +10,20 @@ from nextclick.config import build_config
 from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import Recommender, read_model_meta
 from nextclick.models.bprmf import BPRMF
+from nextclick.models.gcegnn import GCEGNN
 from nextclick.models.gru4rec import GRU4Rec
 from nextclick.models.itemknn import ItemKNN
 from nextclick.models.narm import NARM
 from nextclick.models.pop import Pop, SPop
 from nextclick.models.sasrec import SASRec
 from nextclick.models.sknn import SKNN, VSKNN
+from nextclick.models.srgnn import SRGNN
 from nextclick.models.stamp import STAMP
 
 #: Command-line name -> model class. Listed explicitly: no discovery by module scanning.
 MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (Pop, SPop, ItemKNN, BPRMF, SKNN, VSKNN, GRU4Rec, NARM, STAMP, SASRec)
+    cls.name: cls
+    for cls in (Pop, SPop, ItemKNN, BPRMF, SKNN, VSKNN, GRU4Rec, NARM, STAMP, SASRec, SRGNN, GCEGNN)
 }
 
 
