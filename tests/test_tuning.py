@@ -204,8 +204,12 @@ def test_report_page_loads_in_chromium_with_every_image(tmp_path):
     assert main(["report", *sorted(str(p) for p in runs.iterdir()), "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
     assert markdown.count("\n| ") == 6  # header and three runs; header and one study
-    assert {"curves.png", "loss.png", "time.png", "bias.png", "history0.png",
-            "importance0.png"} <= {p.name for p in out.iterdir()}  # fmt: skip
+    assert {"curves_recall.png", "curves_mrr.png", "loss.png", "time.png", "popularity.png",
+            "coverage.png", "history0.png", "importance0.png"} <= {p.name for p in out.iterdir()}
+    # The directory that holds the records reads as all of them.
+    whole = tmp_path / "whole"
+    assert main(["report", str(runs), "--out", str(whole)]) == 0
+    assert (whole / "report.md").read_text() == markdown
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("chromium is not installed: run `bash scripts/test-services.sh`")
@@ -218,7 +222,8 @@ def test_report_page_loads_in_chromium_with_every_image(tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto((out / "index.html").as_uri())
             images = page.locator("img")
-            assert images.count() == 6
+            assert images.count() == 8
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             widths = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth)")
             assert all(w > 0 for w in widths)
             assert page.locator("table.metrics tbody tr").count() == 3
@@ -269,9 +274,10 @@ def test_report_tables_from_hand_written_records(tmp_path):
     # 180 s of trials; the best is trial 2, its searched parameter as the study wrote it.
     assert rows[4] == "| s (tune) | 4 | 2 | 1 | 1 | 3.0 | mrr@20 0.3500 (trial 2) | lr=0.15 |"
     # No per-epoch losses in these records, so no loss plot.
-    assert {p.name for p in out.glob("*.png")} == {"curves.png", "time.png", "validation.png",
-                                                   "bias.png", "history0.png",
-                                                   "importance0.png"}  # fmt: skip
+    assert {p.name for p in out.glob("*.png")} == {
+        "curves_recall.png", "curves_mrr.png", "time.png", "validation.png", "popularity.png",
+        "coverage.png", "history0.png", "importance0.png",
+    }  # fmt: skip
     page = (out / "index.html").read_text()
     assert page.count("<strong>") == 2 and '<table class="studies">' in page
 

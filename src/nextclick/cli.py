@@ -42,7 +42,7 @@ def _eval_args(parser: argparse.ArgumentParser) -> None:
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (GRU4Rec; default cpu)"
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (the torch models; default cpu)"
     )
 
 
@@ -159,6 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_args(p)
     _columns_args(p)
     _run_dir_arg(p)
+    _json_arg(p)
+
+    p = sub.add_parser("benchmark", help="tune, retrain and test several models on a dataset, "
+                       "then report: which is best, and by how much")  # fmt: skip
+    p.add_argument("data", type=Path, metavar="DATA_DIR",
+                   help="the four splits of `nextclick prepare` (train_full, test, train_tr, "
+                        "train_valid)")  # fmt: skip
+    p.add_argument("--models", required=True,
+                   help="comma-separated models, each tuned in its built-in space; or a "
+                        "built-in space (gru4rec-bpr-max) or a space file (my.toml)")
+    p.add_argument("--budget", required=True,
+                   help="tuning time of all models together: 2h, 90m, 1h30m or seconds; a "
+                        "neural model gets 4 shares, a kNN model 1")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="results, records and report")
+    p.add_argument("--storage", help="Optuna storage URL shared by several machines "
+                   "(default: SQLite in OUT)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=None, help="seed of the TPE samplers")
+    _device_arg(p)
     _json_arg(p)
 
     p = sub.add_parser("report", help="HTML page and Markdown table comparing run records")
@@ -310,7 +328,7 @@ def _record(args: argparse.Namespace, kind: str, model: Any, record: dict[str, A
     from nextclick.records import config_dict, curves, environment, write_record
 
     config = config_dict(model)
-    extra = {"config": config,
+    extra = {"config": config, "model_name": model.name,
              "environment": environment(args.device, config.get("seed"))}  # fmt: skip
     if result is not None:
         extra["curves"] = curves(result)
@@ -421,11 +439,21 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     config = config_dict(create_model(args.model, result.best_params))
     write_record(args.run_dir, "tune", result.study_name, {
-        "model": args.model, "metric": args.metric, "train_file": str(args.train),
-        "valid_file": str(args.valid), "config": config,
+        "model": args.model, "model_name": args.model, "metric": args.metric,
+        "train_file": str(args.train), "valid_file": str(args.valid), "config": config,
         "environment": environment(args.device, args.seed), **record,
     })  # fmt: skip
     _emit(args, record, "\n".join(human))
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from nextclick.benchmark import parse_budget, run_benchmark
+
+    labels = [n.strip() for n in args.models.split(",") if n.strip()]
+    state = run_benchmark(args.data, labels, parse_budget(args.budget), args.out,
+                          storage=args.storage, seed=args.seed, device=args.device)  # fmt: skip
+    summary = (args.out / "results.md").read_text(encoding="utf-8")
+    _emit(args, state, f"{summary}\nreport: {args.out / 'report' / 'index.html'}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -451,6 +479,7 @@ COMMANDS = {
     "run": cmd_run,
     "compare": cmd_compare,
     "tune": cmd_tune,
+    "benchmark": cmd_benchmark,
     "report": cmd_report,
     "serve": cmd_serve,
 }
@@ -462,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nextclick").setLevel(logging.WARNING if args.quiet else logging.INFO)
     args.progress = sys.stderr.isatty() and not getattr(args, "json", False)
     try:
-        if args.command in ("train", "run", "tune"):
+        if args.command in ("train", "run", "tune", "benchmark"):
             from nextclick.records import git_commit
 
             git_commit()  # now, before hours of training: the record names this code

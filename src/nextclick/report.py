@@ -20,7 +20,7 @@ from typing import Any
 
 from nextclick.data.io import atomic_path
 from nextclick.errors import DataError
-from nextclick.records import read_record
+from nextclick.records import RECORD, read_record
 
 KS = (1, 5, 10, 20)
 
@@ -39,12 +39,14 @@ class Run:
     importances: dict[str, float]
     metric: str | None
     best_params: dict[str, Any]
+    loss_kind: str  # what the training loss measures: runs of one kind share a plot
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Run:
         final = record.get("final") or {}
         evaluated = final or record
         return cls(
+            loss_kind=_loss_kind(record),
             label=f"{record.get('label', '?')} ({record.get('kind', '?')})",
             kind=record.get("kind", "?"),
             metrics=evaluated.get("metrics") or {},
@@ -58,11 +60,43 @@ class Run:
         )
 
 
+def _loss_kind(record: dict[str, Any]) -> str:
+    """GRU4Rec's losses are over sampled columns; the other models' cross-entropy is over the
+    catalogue (or sampled, with loss = sampled): their scales differ, so are their plots."""
+    model = record.get("model_name") or "?"
+    loss = (record.get("config") or {}).get("loss")
+    if loss is None:
+        return model
+    if model == "gru4rec":
+        return f"GRU4Rec {loss} (sampled columns)"
+    names = {"cross-entropy": "cross-entropy over the catalogue", "sampled": "sampled softmax"}
+    return names.get(loss, loss)
+
+
+def expand_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Run record directories: each path that is one, and the records inside each path
+    that holds records (such as a ``--run-dir``), in name order."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if (path / RECORD).exists():
+            out.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if (p / RECORD).exists()) if path.is_dir() else []
+        if not inside:
+            raise DataError(f"{path}: not a run record (no {RECORD} in it or in the folders "
+                            "it holds)")  # fmt: skip
+        out += inside
+    return out
+
+
 def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
-    """Write ``out/index.html``, ``out/report.md`` and the plots; returns ``out``."""
+    """Write ``out/index.html``, ``out/report.md`` and the plots; returns ``out``.
+
+    Each of ``run_dirs`` is a run record directory or a directory holding such.
+    """
     if not run_dirs:
         raise DataError("report: give at least one run directory")
-    runs = [Run.from_record(read_record(d)) for d in run_dirs]
+    runs = [Run.from_record(read_record(d)) for d in expand_runs(run_dirs)]
     figures = _figures(runs)
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -178,7 +212,8 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; }}
 td, th {{ padding: .2rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }}
 td:first-child, th:first-child, .studies td:last-child {{ text-align: left; }}
-figure {{ display: inline-block; margin: 1rem 1rem 0 0; }} img {{ max-width: 640px; }}
+figure {{ display: inline-block; margin: 1rem 1rem 0 0; vertical-align: top; }}
+img {{ max-width: 760px; width: 100%; }}
 </style></head>
 <body><h1>nextclick report</h1>
 {tables}
@@ -206,29 +241,35 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
 
     with_curves = [r for r in runs if r.curves]
     if with_curves:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for run in with_curves:
-            assert run.curves is not None
-            axes[0].plot(run.curves["k"], run.curves["recall"], label=run.label)
-            axes[1].plot(run.curves["k"], run.curves["mrr"], label=run.label)
-        for ax, name in zip(axes, ("Recall@K", "MRR@K"), strict=True):
-            ax.set_xlabel("K")
+        for key, name in (("recall", "Recall@K"), ("mrr", "MRR@K")):
+            fig, ax = plt.subplots(figsize=(8, 5.5))
+            for run in with_curves:
+                assert run.curves is not None
+                ax.plot(run.curves["k"], run.curves[key], marker=".", label=run.label)
+            ax.set_xlabel("K (length of the list)")
             ax.set_ylabel(name)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        save("curves", "Recall@K and MRR@K over K", fig)
-    with_epochs = [r for r in runs if r.epochs]
-    if with_epochs:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for run in with_epochs:
-            ax.plot([e["epoch"] for e in run.epochs], [e["loss"] for e in run.epochs], marker="o",
-                    label=run.label)  # fmt: skip
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("training loss")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save("loss", "Training loss per epoch", fig)
+            ax.legend(fontsize=9, loc="lower right" if key == "recall" else "best")
+            save(f"curves_{key}", f"{name} over K", fig)
+    kinds: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.epochs:
+            kinds.setdefault(run.loss_kind, []).append(run)
+    if kinds:
+        # One panel per kind of loss: their scales are unrelated.
+        fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.2), squeeze=False)
+        for ax, (kind, group) in zip(axes[0], kinds.items(), strict=True):
+            for run in group:
+                ax.plot([e["epoch"] for e in run.epochs], [e["loss"] for e in run.epochs],
+                        marker="o", label=run.label)  # fmt: skip
+            ax.set_title(kind, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel("training loss")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        save("loss", "Training loss per epoch, one panel per kind of loss", fig)
     validation = [(r, _best_trial(r)) for r in runs if r.trials]
     validation = [(r, t) for r, t in validation if t is not None and t["intermediate"]]
     if validation:
@@ -245,20 +286,22 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
         save("validation", "Validation metric per epoch (best trial of each study)", fig)
     timed = [r for r in runs if r.train_seconds is not None]
     if timed:
-        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(timed)))
+        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(timed)))
         ax.barh([r.label for r in timed], [r.train_seconds for r in timed])
+        ax.invert_yaxis()
         ax.set_xlabel("training seconds")
         save("time", "Training time", fig)
     biased = [r for r in runs if "popularity@20" in r.metrics and "coverage@20" in r.metrics]
-    if biased:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 + 0.4 * len(biased)))
-        labels = [r.label for r in biased]
-        axes[0].barh(labels, [r.metrics["popularity@20"] for r in biased])
-        axes[0].set_xlabel("popularity@20 (mean normalised popularity of the list)")
-        axes[1].barh(labels, [r.metrics["coverage@20"] for r in biased])
-        axes[1].set_xlabel("coverage@20 (share of items ever recommended)")
-        axes[1].set_yticks([])
-        save("bias", "Popularity bias and coverage", fig)
+    for key, title, axis in (
+        ("popularity@20", "Popularity bias", "mean normalised training popularity of a list"),
+        ("coverage@20", "Coverage", "share of the catalogue ever recommended"),
+    ):  # fmt: skip
+        if biased:
+            fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(biased)))
+            ax.barh([r.label for r in biased], [r.metrics[key] for r in biased])
+            ax.invert_yaxis()
+            ax.set_xlabel(f"{key}: {axis}")
+            save(key.split("@")[0], f"{title} of the top-20 lists", fig)
     for i, run in enumerate(r for r in runs if r.trials):
         done = _complete(run)
         pruned = [t for t in run.trials if t["state"] == "PRUNED" and t["intermediate"]]
@@ -276,6 +319,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
                 ax.scatter([t["number"] for t in pruned], last, s=12, marker="x",
                            color="0.6", label="pruned (last value reported)")  # fmt: skip
             ax.set_xlabel("trial")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(run.metric or "value")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)

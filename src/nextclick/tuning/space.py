@@ -27,7 +27,7 @@ from typing import Any
 from nextclick.errors import ConfigError
 
 BUILTIN = ("gru4rec-cross-entropy", "gru4rec-bpr-max", "itemknn", "sknn", "vsknn", "narm",
-           "stamp", "sasrec")
+           "stamp", "sasrec", "srgnn", "gcegnn")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""``nextclick benchmark`` end to end on the bundled RSC15 sample: every model tuned (or
+trained with its defaults), retrained and tested, the report and summary; an interrupted
+benchmark resumes without redoing finished models; bad inputs are one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nextclick.benchmark import parse_budget, plan
+from nextclick.cli import main
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
+TINY_NARM = """model = "narm"
+[fixed]
+n_epochs = 2
+embedding_dim = 8
+hidden_size = 16
+[params.learning_rate]
+type = "float"
+low = 0.001
+high = 0.01
+log = true
+"""
+
+
+def test_budget_split_by_weight_and_models_without_space_run_outside_it(tmp_path):
+    space = tmp_path / "tiny-narm.toml"
+    space.write_text(TINY_NARM)
+    plans = plan(["gru4rec", str(space), "vsknn", "itemknn", "pop"], parse_budget("2h"))
+    minutes = {p.label: round(p.seconds / 60, 1) for p in plans}
+    assert minutes == {"gru4rec": 48.0, "tiny-narm": 48.0, "vsknn": 12.0, "itemknn": 12.0,
+                       "pop": 0.0}  # fmt: skip
+    assert [p.space for p in plans] == ["gru4rec-cross-entropy", str(space), "vsknn",
+                                        "itemknn", None]  # fmt: skip
+
+
+def test_benchmark_runs_every_model_reports_them_and_resumes(tmp_path, capsys):
+    space = tmp_path / "tiny-narm.toml"
+    space.write_text(TINY_NARM)
+    out = tmp_path / "bench"
+    args = ["-q", "benchmark", str(DATA), "--budget", "20s", "--out", str(out), "--seed", "1"]
+    assert main([*args, "--models", f"pop,itemknn,{space}", "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    finished = state["finished"]
+    assert list(finished) == ["pop", "itemknn", "tiny-narm"]
+    assert finished["pop"]["trials"] == {} and finished["pop"]["params"] == {}
+    for label in ("itemknn", "tiny-narm"):
+        assert finished[label]["trials"].get("COMPLETE", 0) >= 1, label
+        assert set(finished[label]["params"]) >= {"learning_rate"} if label == "tiny-narm" else \
+            {"n_sims", "lmbd", "alpha"}  # fmt: skip
+    assert all(0 < r["metrics"]["recall@20"] < 1 for r in finished.values())
+    page = (out / "report" / "index.html").read_text()
+    assert all(f"{label} (benchmark)" in page for label in finished)
+    summary = (out / "results.md").read_text()
+    assert summary.count("\n") == 2 + 3
+    # Interrupted and started again with one model more: the finished ones are not redone.
+    runs_before = {label: r["run_dir"] for label, r in finished.items()}
+    assert main([*args, "--models", f"pop,itemknn,{space},spop", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["finished"]
+    assert {label: again[label]["run_dir"] for label in runs_before} == runs_before
+    assert list(again) == ["pop", "itemknn", "tiny-narm", "spop"]
+    assert len(list((out / "runs").iterdir())) == 4
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--models", "pop", "--budget", "1h", "EMPTY"],
+     "no train_full, test, train_tr, train_valid file"),
+    (["--models", "pop,gru5rec", "--budget", "1h"], "unknown model 'gru5rec'"),
+    (["--models", "pop", "--budget", "0"], "--budget '0': expected a duration > 0"),
+    (["--models", "pop", "--budget", "soon"], "--budget 'soon': expected a duration"),
+    (["--models", "pop,pop", "--budget", "1h"], "a model is listed twice"),
+])  # fmt: skip
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys, argv, message):
+    data = str(DATA)
+    if argv[-1] == "EMPTY":  # a directory without the splits
+        argv = argv[:-1]
+        data = str(tmp_path)
+    code = main(["benchmark", data, *argv, "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
