@@ -13,12 +13,12 @@ should agree within the seed-to-seed spread, not to the last digit: the check is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import emit
 
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.evaluation import evaluate
@@ -73,10 +73,7 @@ def main() -> None:
         record["models"][label] = {"cuda": gpu, "cpu": cpu, "accuracy_agrees": agree}
         if not agree:
             failed.append(label)
-    text = json.dumps(record, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(record, args.out)
     if failed:
         raise SystemExit(f"GPU and CPU accuracy differ for {', '.join(failed)}")
 

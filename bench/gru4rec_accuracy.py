@@ -13,40 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from common import nextclick, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-
-
-def nextclick(*args: str) -> dict:
-    """Run the CLI with --json and return its record."""
-    done = subprocess.run(
-        [sys.executable, "-m", "nextclick.cli", *args, "--json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"nextclick {' '.join(args)} failed:\n{done.stderr}")
-    return json.loads(done.stdout)
-
-
-def summary(record: dict) -> dict:
-    m, miss = record["metrics"], record["metrics_unknown_as_miss"]
-    return {
-        "recall@20": round(m["recall@20"], 4),
-        "mrr@20": round(m["mrr@20"], 4),
-        "recall@20_unknown_as_miss": round(miss["recall@20"], 4),
-        "mrr@20_unknown_as_miss": round(miss["mrr@20"], 4),
-        "n_targets": record["n_targets"],
-        "n_dropped_unknown": record["n_dropped_unknown"],
-        "train_events_per_second": round(record.get("train_events_per_second", 0)),
-        "train_seconds": round(record["train_seconds"], 1),
-        "eval_seconds": round(record["eval_seconds"], 2),
-        "peak_rss_mb": round(record["peak_rss_mb"]),
-        "epoch_losses": [round(e["loss"], 4) for e in record.get("epochs", [])],
-    }
 
 
 def rsc15(args: argparse.Namespace) -> dict:
@@ -78,7 +50,7 @@ def rsc15(args: argparse.Namespace) -> dict:
             "runs": runs,
             **{
                 f"{key}_{stat}": round(fn([r[key] for r in runs]), 4)
-                for key in ("recall@20", "mrr@20", "train_events_per_second")
+                for key in ("recall@20", "mrr@20", "train_targets_per_second")
                 for stat, fn in (("mean", statistics.mean), ("min", min), ("max", max))
             },
         }

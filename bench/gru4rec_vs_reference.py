@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import emit
 
 from nextclick.api import peak_rss_mb
 from nextclick.data import ItemIndex, encode_sessions, read_events
@@ -118,10 +118,7 @@ def main() -> None:
         "training_speedup": round(ref["train_seconds"] / ours["train_seconds"], 2),
         "evaluation_speedup": round(ref["eval_seconds"] / ours["eval_seconds"], 2),
     }  # fmt: skip
-    text = json.dumps(record, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(record, args.out)
 
 
 if __name__ == "__main__":

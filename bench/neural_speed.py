@@ -13,23 +13,15 @@ process. Accuracy after so few epochs means nothing; bench/srgnn_accuracy.py mea
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from common import emit, nextclick
+
 from nextclick.models import model_class
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "yoochoose1_64-srgnn"
-
-
-def nextclick(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "nextclick.cli", "-q", *args, "--json"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"nextclick {' '.join(args)} failed:\n{done.stderr}")
-    return json.loads(done.stdout)
 
 
 def main() -> None:
@@ -62,10 +54,7 @@ def main() -> None:
                 "n_targets": run["n_targets"],
                 "peak_rss_mb": round(run["peak_rss_mb"]),
             }
-    text = json.dumps(record, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(record, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from common import emit
 
 from nextclick.data import read_events
 
@@ -414,10 +415,7 @@ def main() -> None:
             redis.stop()
         if args.model_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(record, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(record, args.out)
 
 
 if __name__ == "__main__":

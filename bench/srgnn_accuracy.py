@@ -16,46 +16,18 @@ peak memory of the final run (a fresh ``nextclick run`` process).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import emit, nextclick, summary
 
 from nextclick.config import parse_overrides
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.evaluation import evaluate
 from nextclick.models import create_model, model_class
 from nextclick.training.loop import EpochStats
-
-
-def nextclick(*args: str) -> dict:
-    """Run the CLI with --json and return its record."""
-    done = subprocess.run([sys.executable, "-m", "nextclick.cli", "-q", *args, "--json"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"nextclick {' '.join(args)} failed:\n{done.stderr}")
-    return json.loads(done.stdout)
-
-
-def summary(record: dict) -> dict:
-    m, miss = record["metrics"], record["metrics_unknown_as_miss"]
-    epochs = record.get("epochs", [])
-    return {
-        "recall@20": round(m["recall@20"], 4),
-        "mrr@20": round(m["mrr@20"], 4),
-        "recall@20_unknown_as_miss": round(miss["recall@20"], 4),
-        "mrr@20_unknown_as_miss": round(miss["mrr@20"], 4),
-        "n_targets": record["n_targets"],
-        "n_dropped_unknown": record["n_dropped_unknown"],
-        "train_seconds": round(record["train_seconds"], 1),
-        "seconds_per_epoch": [round(e["seconds"], 1) for e in epochs],
-        "train_targets_per_second": round(record.get("train_events_per_second", 0)),
-        "eval_seconds": round(record["eval_seconds"], 2),
-        "peak_rss_mb": round(record["peak_rss_mb"]),
-        "epoch_losses": [round(e["loss"], 4) for e in epochs],
-    }
 
 
 def validation_curve(split: Path, model: str, params: list[dict], max_epochs: int) -> list:
@@ -113,10 +85,7 @@ def main() -> None:
                           "--test", str(split / "test.tsv.gz"),
                           "--run-dir", str(Path(tmp) / "runs"))  # fmt: skip
     record["test"] = summary(final)
-    text = json.dumps(record, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(record, args.out)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from nextclick.data.sessions import SessionData
 from nextclick.models.base import OnEpoch, check
-from nextclick.models.neural import Network, NeuralConfig, NeuralRecommender
+from nextclick.models.neural import Network, NeuralConfig, NeuralRecommender, session_nodes
 
 SELF, PREV, NEXT, BOTH = 1, 2, 3, 4
 
@@ -167,19 +167,9 @@ class ReversedGraph:
         source = torch.where(real, lengths[:, None] - 1 - column, 0)
         self.items = torch.where(real, torch.gather(items, 1, source), 0)  # reversed
         self.real = real
-        base = int(items.max()) + 1
+        self.nodes, self.node_real, self.alias = session_nodes(self.items, lengths)
+        n = self.nodes.shape[1]
         rows = torch.arange(B, device=device)[:, None].expand(B, L)
-        unique, inverse = torch.unique((rows * base + self.items)[real], return_inverse=True)
-        node_row = torch.div(unique, base, rounding_mode="floor")
-        first = torch.searchsorted(node_row, torch.arange(B, device=device))
-        slot = torch.arange(len(unique), device=device) - first[node_row]
-        n = int(slot.max()) + 1
-        self.nodes = torch.zeros((B, n), dtype=torch.int64, device=device)
-        self.nodes[node_row, slot] = unique - node_row * base
-        self.node_real = torch.zeros((B, n), dtype=torch.bool, device=device)
-        self.node_real[node_row, slot] = True
-        self.alias = torch.zeros((B, L), dtype=torch.int64, device=device)
-        self.alias[real] = slot[inverse]
         # D[u][v]: in the reversed row u is at position i and v at i + 1: v was clicked
         # right before u (a repeated click, u = v, is only "self").
         D = torch.zeros((B, n, n), dtype=torch.bool, device=device)
@@ -292,16 +282,12 @@ class GCEGNNNetwork(Network):
         beta = torch.sigmoid(self.w4(z) + self.w5(mean)[:, None, :]) @ self.q2  # (B, L, 1)
         return (beta * real * hidden).sum(dim=1)
 
-    def item_vectors(self) -> Tensor:
-        return self.embedding.weight[1:]
-
 
 class GCEGNN(NeuralRecommender):
     """Global context enhanced graph neural network (see the module docstring)."""
 
     name = "gcegnn"
     Config = GCEGNNConfig
-    padding_side = "right"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # CCIIPLab/GCE-GNN main.py, per dataset.
         "diginetica": dict(n_iter=2, dropout_gcn=0.2, dropout_local=0.0),

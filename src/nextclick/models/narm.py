@@ -138,7 +138,6 @@ class NARM(NeuralRecommender):
 
     name = "narm"
     Config = NARMConfig
-    padding_side = "right"
 
     def _network(self, n_items: int) -> NARMNetwork:
         return NARMNetwork(n_items, self.config)

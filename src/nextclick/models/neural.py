@@ -169,9 +169,10 @@ class Network(nn.Module):
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         """(B, d) query vector of each session."""
 
-    @abstractmethod
     def item_vectors(self) -> Tensor:
-        """(n_items, d): item ``i`` (row ``i + 1`` of the embedding) scores ``q . W[i]``."""
+        """(n_items, d): item ``i`` scores ``q . W[i]``. By default the network's input
+        embedding (``self.embedding``, row 0 the pad) scores too: rows ``1..n_items``."""
+        return self.embedding.weight[1:]
 
 
 class NeuralRecommender(ItemHistory, TorchRecommender):
@@ -330,6 +331,29 @@ def item_scores(queries: Tensor, weights: Tensor, bias: Tensor | None = None) ->
         )  # fmt: skip
         out[:, c : c + len(part)] = block
     return out.numpy()
+
+
+def session_nodes(items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The graph models' nodes of right-padded rows (item index + 1, 0 = pad): ``nodes``
+    (B, n) each row's distinct items in item order, padded with 0; ``node_real`` (B, n);
+    ``alias`` (B, L) the node of each position (0 on pads). For the whole batch at once."""
+    B, L = items.shape
+    device = items.device
+    real = torch.arange(L, device=device)[None, :] < lengths[:, None]
+    base = int(items.max()) + 1
+    rows = torch.arange(B, device=device)[:, None].expand(B, L)
+    unique, inverse = torch.unique((rows * base + items)[real], return_inverse=True)
+    node_row = torch.div(unique, base, rounding_mode="floor")
+    first = torch.searchsorted(node_row, torch.arange(B, device=device))
+    slot = torch.arange(len(unique), device=device) - first[node_row]
+    n = int(slot.max()) + 1
+    nodes = torch.zeros((B, n), dtype=torch.int64, device=device)
+    nodes[node_row, slot] = unique - node_row * base
+    node_real = torch.zeros((B, n), dtype=torch.bool, device=device)
+    node_real[node_row, slot] = True
+    alias = torch.zeros((B, L), dtype=torch.int64, device=device)
+    alias[real] = slot[inverse]
+    return nodes, node_real, alias
 
 
 def normal_(tensor: Tensor, std: float) -> Tensor:

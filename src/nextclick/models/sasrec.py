@@ -161,9 +161,6 @@ class SASRecNetwork(Network):
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         return self.sequence(items, lengths)[:, -1]  # the last click (left padding)
 
-    def item_vectors(self) -> Tensor:
-        return self.embedding.weight[1:]
-
 
 class SASRec(NeuralRecommender):
     """Self-attentive sequential recommendation (see the module docstring)."""

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from nextclick.models.base import check
-from nextclick.models.neural import Network, NeuralConfig, NeuralRecommender
+from nextclick.models.neural import Network, NeuralConfig, NeuralRecommender, session_nodes
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,10 @@ class SessionGraph:
     def __init__(self, items: Tensor, lengths: Tensor) -> None:
         B, L = items.shape
         device = items.device
+        self.nodes, _, self.alias = session_nodes(items, lengths)
+        n = self.nodes.shape[1]
         real = torch.arange(L, device=device)[None, :] < lengths[:, None]
         rows = torch.arange(B, device=device)[:, None].expand(B, L)
-        # Distinct (row, item) pairs, sorted: each row's nodes in item order.
-        keys = rows * (int(items.max()) + 1) + items
-        unique, inverse = torch.unique(keys[real], return_inverse=True)
-        node_row = torch.div(unique, int(items.max()) + 1, rounding_mode="floor")
-        first = torch.searchsorted(node_row, torch.arange(B, device=device))
-        slot = torch.arange(len(unique), device=device) - first[node_row]
-        n = int(slot.max()) + 1 if len(unique) else 1
-        self.nodes = torch.zeros((B, n), dtype=torch.int64, device=device)
-        self.nodes[node_row, slot] = unique - node_row * (int(items.max()) + 1)
-        self.alias = torch.zeros((B, L), dtype=torch.int64, device=device)
-        self.alias[real] = slot[inverse]
         M = torch.zeros((B, n, n), dtype=torch.float32, device=device)
         edge = real[:, 1:]  # consecutive clicks, both real
         b = rows[:, 1:][edge]
@@ -159,16 +150,12 @@ class SRGNNNetwork(Network):
             return s_g
         return self.w3(torch.cat((s_g, last), dim=1))
 
-    def item_vectors(self) -> Tensor:
-        return self.embedding.weight[1:]
-
 
 class SRGNN(NeuralRecommender):
     """Session-based recommendation with graph neural networks (see the module docstring)."""
 
     name = "srgnn"
     Config = SRGNNConfig
-    padding_side = "right"
 
     def _network(self, n_items: int) -> SRGNNNetwork:
         return SRGNNNetwork(n_items, self.config)

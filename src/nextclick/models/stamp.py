@@ -107,16 +107,12 @@ class STAMPNetwork(Network):
         attended = torch.bmm(alpha[:, None, :], x).squeeze(1) + mean  # m_a (B, d)
         return torch.tanh(self.ws(attended)) * torch.tanh(self.wt(last))
 
-    def item_vectors(self) -> Tensor:
-        return self.embedding.weight[1:]
-
 
 class STAMP(NeuralRecommender):
     """Short-Term Attention/Memory Priority model (see the module docstring)."""
 
     name = "stamp"
     Config = STAMPConfig
-    padding_side = "right"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # uestcnlp/STAMP: rsc15 config and the 1/64 log; cikm16 config and its log.
         "yoochoose1_64": dict(learning_rate=0.003, emb_max_norm=1.0, grad_clip=150.0),

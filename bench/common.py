@@ -1,0 +1,48 @@
+"""What the benchmark scripts share: running the CLI in a fresh process, and printing (and
+saving) their one JSON object."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def nextclick(*args: str) -> dict:
+    """Run ``nextclick -q ARGS --json`` in a fresh process (its peak memory is its own) and
+    return the record it prints; stop with its error output if it fails."""
+    done = subprocess.run([sys.executable, "-m", "nextclick.cli", "-q", *args, "--json"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"nextclick {' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def emit(record: dict, out: Path | None) -> None:
+    """Print the benchmark's JSON object, and write it to ``out`` when given."""
+    text = json.dumps(record, indent=2)
+    if out is not None:
+        out.write_text(text + "\n")
+    print(text)
+
+
+def summary(record: dict) -> dict:
+    """The test figures of a ``nextclick run --json`` record, rounded: both unknown-item
+    variants, training time per epoch and targets per second, evaluation time, memory."""
+    m, miss = record["metrics"], record["metrics_unknown_as_miss"]
+    epochs = record.get("epochs", [])
+    return {
+        "recall@20": round(m["recall@20"], 4),
+        "mrr@20": round(m["mrr@20"], 4),
+        "recall@20_unknown_as_miss": round(miss["recall@20"], 4),
+        "mrr@20_unknown_as_miss": round(miss["mrr@20"], 4),
+        "n_targets": record["n_targets"],
+        "n_dropped_unknown": record["n_dropped_unknown"],
+        "train_seconds": round(record["train_seconds"], 1),
+        "seconds_per_epoch": [round(e["seconds"], 1) for e in epochs],
+        "train_targets_per_second": round(record.get("train_events_per_second", 0)),
+        "eval_seconds": round(record["eval_seconds"], 2),
+        "peak_rss_mb": round(record["peak_rss_mb"]),
+        "epoch_losses": [round(e["loss"], 4) for e in epochs],
+    }
