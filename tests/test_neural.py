@@ -325,3 +325,19 @@ def test_gcegnn_global_graph_comes_from_the_training_split_and_reloads(tmp_path)
     assert torch.equal(loaded.network_.neighbour_ids, table)
     prefixes = [[0, 1], [4], [2, 3, 1, 0]]
     np.testing.assert_array_equal(loaded.score_prefixes(prefixes), model.score_prefixes(prefixes))
+
+
+def test_sampled_softmax_never_uses_a_sessions_own_targets_as_its_negatives():
+    # Rows 0 and 1 are two positions of one session, row 2 another session: row 0's
+    # candidates are its target, row 2's target and the sample; row 2 keeps all columns.
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    W = torch.randn(20, 6, generator=generator, dtype=torch.float64)
+    targets, samples = torch.tensor([4, 9, 13]), torch.tensor([7])
+    share = torch.full((20,), math.log(1 / 20), dtype=torch.float64)
+    got = losses.sampled_softmax(q, W, targets, samples, share, 20, torch.tensor([0, 0, 1]))
+    s = q @ W[torch.tensor([4, 9, 13, 7])].T - torch.tensor([math.log(3 / 20)] * 3
+                                                             + [math.log(1 / 20)])  # fmt: skip
+    rows = [[0, 2, 3], [1, 2, 3], [0, 1, 2, 3]]  # the columns each row may see
+    expected = sum(torch.logsumexp(s[r, cols], 0) - s[r, r] for r, cols in enumerate(rows)) / 3
+    torch.testing.assert_close(got, expected)

@@ -262,8 +262,9 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         return move(batch.items), move(batch.lengths), move(batch.targets)
 
     def _softmax(self, queries: Tensor, network: Network, targets: Tensor,
-                 rng: np.random.Generator) -> Tensor:  # fmt: skip
-        """The config's softmax loss of ``queries`` (n, d) for ``targets`` (n,) (0-based)."""
+                 rng: np.random.Generator, groups: Tensor | None = None) -> Tensor:  # fmt: skip
+        """The config's softmax loss of ``queries`` (n, d) for ``targets`` (n,) (0-based);
+        ``groups`` (n,): the session of each query, for the sampled loss's negatives."""
         weights = network.item_vectors()
         cfg = self.config
         if cfg.loss == "cross-entropy":
@@ -271,7 +272,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         samples = (torch.as_tensor(rng.integers(len(weights), size=cfg.n_sample),
                                    device=self.device) if cfg.n_sample else None)  # fmt: skip
         return losses.sampled_softmax(queries, weights, targets, samples, self._log_share(),
-                                      len(weights))  # fmt: skip
+                                      len(weights), groups)  # fmt: skip
 
     def _log_share(self) -> Tensor:
         """log of each item's share of the training events (the in-batch sampling Q)."""

@@ -16,9 +16,10 @@ the last row, whatever the padding):
 The session setting (FOLLOWUPS.md): sequences are sessions, not prefix-augmented; every real
 position is a training target. Losses: ``cross-entropy`` (softmax over the catalogue at
 every real position, in item blocks when large), ``sampled`` (the batch's targets and uniform
-extras, log-Q corrected), ``bce`` (the paper: one uniform negative per position, outside the
-session's items) and ``gbce`` (gSASRec: ``n_negatives`` uniform negatives, calibration
-``gbce_t``). Xavier-normal initialisation of every matrix, Adam with beta2 = 0.98.
+extras, log-Q corrected; a session's own other targets are never its negatives), ``bce``
+(the paper: one uniform negative per position, outside the session's items) and ``gbce``
+(gSASRec: ``n_negatives`` uniform negatives, calibration ``gbce_t``). Xavier-normal
+initialisation of every matrix, Adam with beta2 = 0.98.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ class SASRec(NeuralRecommender):
         queries, positive = outputs[real], targets[real] - 1  # (n, d), (n,)
         cfg = self.config
         if cfg.loss in ("cross-entropy", "sampled"):
-            return self._softmax(queries, network, positive, rng)
+            rows = torch.arange(len(items), device=self.device)[:, None].expand_as(targets)
+            return self._softmax(queries, network, positive, rng, groups=rows[real])
         weights = network.item_vectors()
         k = 1 if cfg.loss == "bce" else cfg.n_negatives
         negatives = rng.integers(len(weights), size=(len(positive), k))

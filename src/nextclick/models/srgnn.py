@@ -21,7 +21,9 @@ learning rate x0.1 after every 3 epochs. The reference steps its scheduler befor
 so on current PyTorch its first decay comes after 2 epochs; nextclick follows the paper's
 intent (epochs 0-2 at 1e-3, 3-5 at 1e-4). The pad row of E is zero and never scored (the
 reference's is trainable and its pad node joins the graph without edges, which changes no
-real node).
+real node). The reference never truncates; nextclick keeps a session's last ``max_len`` = 200
+clicks (the same rule as every model here, so long sessions cost bounded memory; 200 is longer
+than almost every session of the benchmarks).
 """
 
 from __future__ import annotations

@@ -167,8 +167,10 @@ def softmax_cross_entropy(q: Tensor, W: Tensor, targets: Tensor, max_logits: int
     return _SoftmaxCE.apply(q, W, targets, max_logits)
 
 
-def sampled_softmax(q: Tensor, W: Tensor, targets: Tensor, samples: Tensor | None,
-                    log_share: Tensor, n_items: int) -> Tensor:  # fmt: skip
+def sampled_softmax(
+    q: Tensor, W: Tensor, targets: Tensor, samples: Tensor | None, log_share: Tensor,
+    n_items: int, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Mean softmax cross-entropy over the batch's targets plus uniform extra candidates,
     with the log-Q correction (every logit minus log(K * Q), K the candidates drawn from a
     pool and Q an item's probability there).
@@ -176,7 +178,9 @@ def sampled_softmax(q: Tensor, W: Tensor, targets: Tensor, samples: Tensor | Non
     Column ``j < B`` is row ``j``'s target: K = B, Q = the item's share of the training
     events ``exp(log_share)`` (the positive column too); the ``samples`` columns: K = their
     number, Q = 1 / ``n_items``. Candidates equal to a row's target, except its own
-    positive column, are masked out.
+    positive column, are masked out; so are the targets of rows of the same ``groups``
+    value (B,) — a session's other positions, whose items are not negatives for it (TRON
+    draws in-batch negatives from other sessions' clicks).
     """
     candidates = targets if samples is None else torch.cat((targets, samples))
     logits = q @ W[candidates].T  # (B, C)
@@ -187,6 +191,8 @@ def sampled_softmax(q: Tensor, W: Tensor, targets: Tensor, samples: Tensor | Non
     logits = logits - correction
     rows = torch.arange(len(targets), device=q.device)
     same = candidates[None, :] == targets[:, None]
+    if groups is not None:
+        same[:, : len(targets)] |= groups[None, :] == groups[:, None]
     same[rows, rows] = False
     logits = logits.masked_fill(same, -math.inf)
     return torch.nn.functional.cross_entropy(logits, rows)
