@@ -33,9 +33,9 @@ SRGNN   := ../shared/data
 bench-models: $(STAMP)
 	for d in yoochoose1_64 diginetica; do \
 	  $(BIN)/python bench/srgnn_accuracy.py --model narm --data $(SRGNN)/$$d-srgnn --max-epochs 12 --out docs/benchmarks/narm_$$d.json && \
-	  $(BIN)/python bench/srgnn_accuracy.py --model stamp --preset $$d --data $(SRGNN)/$$d-srgnn --max-epochs 10 --out docs/benchmarks/stamp_$$d.json && \
-	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs 20 --out docs/benchmarks/sasrec_$$d.json && \
-	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs 20 --out docs/benchmarks/sasrec_sampled_$$d.json || exit 1; \
+	  $(BIN)/python bench/srgnn_accuracy.py --model stamp --preset $$d --data $(SRGNN)/$$d-srgnn --max-epochs 6 --out docs/benchmarks/stamp_$$d.json && \
+	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs 8 --out docs/benchmarks/sasrec_$$d.json && \
+	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs 8 --out docs/benchmarks/sasrec_sampled_$$d.json || exit 1; \
 	done
 
 test-slow: $(STAMP)
