@@ -43,6 +43,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.models.base import check
 from nextclick.models.neural import Network, NeuralConfig, NeuralRecommender, normal_
@@ -118,10 +119,20 @@ class NARMNetwork(Network):
         e = self.v(gate).squeeze(-1)  # (B, L)
         return torch.softmax(e.masked_fill(~real, -math.inf), dim=1)
 
+    def recur(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """GRU states of the right-padded batch ``x``; zero at the pads."""
+        longest = x.shape[1]
+        if bool((lengths == longest).all()):
+            return self.gru(x)[0]
+        # Packed, the GRU steps only the rows still running: a training batch of prefixes is
+        # padded to ~19 clicks for a mean of ~5, and this halves the recurrence's time.
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.gru(packed)[0], batch_first=True,
+                                   total_length=longest)[0]  # fmt: skip
+
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         x = self.emb_dropout(self.embedding(items))  # (B, L, d)
-        # Right padding: the states of the real clicks never see the pads after them.
-        states, _ = self.gru(x)  # (B, L, h)
+        states = self.recur(x, lengths)  # (B, L, h)
         rows = torch.arange(len(items), device=items.device)
         last = states[rows, lengths - 1]  # c_g (B, h)
         real = torch.arange(items.shape[1], device=items.device)[None, :] < lengths[:, None]
