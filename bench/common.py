@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
 
 def nextclick(*args: str) -> dict:
     """Run ``nextclick -q ARGS --json`` in a fresh process (its peak memory is its own) and
@@ -46,3 +49,14 @@ def summary(record: dict) -> dict:
         "peak_rss_mb": round(record["peak_rss_mb"]),
         "epoch_losses": [round(e["loss"], 4) for e in epochs],
     }
+
+
+def rsc15_sample(data: Path | None = None) -> tuple[str, str]:
+    """(train_full, test) of the RSC15 sample: ``data``, else ../shared's copy, else the
+    project's bundled (gzipped) one."""
+    for folder in [data] if data else [SHARED / "rsc15-100k", ROOT / "data" / "rsc15-100k"]:
+        for suffix in ("", ".gz"):
+            train = folder / f"yoochoose-clicks-100k_train_full.txt{suffix}"
+            if train.exists():
+                return str(train), str(folder / f"yoochoose-clicks-100k_test.txt{suffix}")
+    raise SystemExit(f"no RSC15 sample (yoochoose-clicks-100k_train_full.txt) in {data or SHARED}")

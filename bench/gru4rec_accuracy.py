@@ -15,19 +15,11 @@ import json
 import statistics
 from pathlib import Path
 
-from common import nextclick, summary
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from common import nextclick, rsc15_sample, summary
 
 
 def rsc15(args: argparse.Namespace) -> dict:
-    data = args.data or SHARED / "rsc15-100k"
-    if not (data / "yoochoose-clicks-100k_train_full.txt").exists():
-        data = ROOT / "data" / "rsc15-100k"
-    suffix = "" if (data / "yoochoose-clicks-100k_train_full.txt").exists() else ".gz"
-    train = str(data / f"yoochoose-clicks-100k_train_full.txt{suffix}")
-    test = str(data / f"yoochoose-clicks-100k_test.txt{suffix}")
+    train, test = rsc15_sample(args.data)
     out = {}
     for preset in ("rsc15", "retailrocket"):
         runs = []
