@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     _json_arg(p)
 
+    p = sub.add_parser("synth", help="a synthetic click log for speed and memory benchmarks "
+                       "(never for accuracy claims)")  # fmt: skip
+    p.add_argument("--events", type=int, required=True, help="clicks in the log")
+    p.add_argument("--items", type=int, required=True, help="items in the catalogue")
+    p.add_argument("--format", choices=("tsv", "yoochoose"), default="tsv",
+                   help="tsv: SessionId/ItemId/Time; yoochoose: the raw RSC15 layout")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="file to write")
+    _json_arg(p)
+
     p = sub.add_parser("stats", help="events, sessions, items, lengths and time span of a file")
     p.add_argument("file", type=Path)
     _columns_args(p)
@@ -254,6 +264,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     human = "\n".join(report.lines())
     record = {"recipe": args.recipe, "out": str(args.out), "report": dataclasses.asdict(report)}
     _emit(args, record, human)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from nextclick.data.synth import SynthConfig, label_path, synthesize
+
+    label = synthesize(SynthConfig(args.events, args.items, args.format, args.seed), args.out)
+    human = (f"wrote {args.out}: {args.events} clicks, {label['sessions']} sessions, "
+             f"{args.items} items, SYNTHETIC (label: {label_path(args.out)})")  # fmt: skip
+    _emit(args, {"out": str(args.out), **label}, human)
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
@@ -473,6 +492,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "prepare": cmd_prepare,
+    "synth": cmd_synth,
     "stats": cmd_stats,
     "train": cmd_train,
     "evaluate": cmd_evaluate,

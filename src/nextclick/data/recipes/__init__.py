@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -32,6 +33,7 @@ from nextclick.data.recipes.rees46 import REES46
 from nextclick.data.recipes.retailrocket import RETAILROCKET
 from nextclick.data.recipes.srgnn import SRGNN
 from nextclick.data.recipes.yoochoose import RSC15, YOOCHOOSE
+from nextclick.data.synth import label_path
 from nextclick.errors import DataError
 
 __all__ = [
@@ -175,13 +177,14 @@ def prepare(
     empty = [name for name in ("train_tr", "train_valid") if prepared.splits[name].empty]
     warnings = tuple(f"WARNING: {name} is empty, so it cannot be used for tuning" for name in empty)
     files = _write(prepared, out)
+    notes = prepared.notes + warnings + _label_synthetic(paths, files)
     return PrepareReport(
         recipe=recipe,
         raw_events=prepared.raw_events,
         splits={name: SplitCounts.of(prepared.splits[name]) for name in SPLITS},
         files=files,
         removed=prepared.removed,
-        notes=prepared.notes + warnings,
+        notes=notes,
     )
 
 
@@ -197,3 +200,19 @@ def _write(prepared: Prepared, out: Path) -> dict[str, Path]:
     for name in SPLITS:
         log.info("wrote %s (%d events)", files[name], len(prepared.splits[name]))
     return files
+
+
+def _label_synthetic(raw: list[Path], files: dict[str, Path]) -> tuple[str, ...]:
+    """Give every split the label of a synthetic raw file (``nextclick synth``), so that no
+    derived file loses it; remove stale labels of earlier splits otherwise."""
+    labels = [json.loads(label_path(p).read_text()) for p in raw if label_path(p).exists()]
+    for name, path in files.items():
+        if labels:
+            label = {**labels[0], "derived_from": [str(p) for p in raw], "split": name}
+            label_path(path).write_text(json.dumps(label, indent=2) + "\n")
+        else:
+            label_path(path).unlink(missing_ok=True)
+    if not labels:
+        return ()
+    return ("SYNTHETIC input (nextclick synth): for speed and memory benchmarks only, never for "
+            "accuracy claims; each split has its .synthetic.json label",)  # fmt: skip
