@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from nextclick import __version__
 from nextclick.cli import main
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
@@ -185,3 +188,15 @@ def test_gru4rec_option_mistakes(capsys, argv, message):
     assert main(["run", "--train", TRAIN, "--test", TEST, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_python_dash_m_nextclick_is_the_command_line(tmp_path):
+    """``python -m nextclick`` (what torchrun starts) runs the CLI and passes its exit code."""
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nextclick", *argv], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+
+    assert run("--version").stdout == f"nextclick {__version__}\n"
+    bad = run("stats", str(tmp_path / "missing.tsv"))
+    assert bad.returncode == 2 and bad.stderr.startswith("nextclick: error: ")
