@@ -30,7 +30,8 @@ test: $(STAMP)
 # The follow-up models on the SR-GNN benchmark splits (hours on 2 cores): epochs chosen on
 # train_tr -> train_valid, then the test split; JSON in docs/benchmarks/.
 SRGNN   := ../shared/data
-# Epoch budgets as the README's tables: diginetica's epochs take twice as long.
+# Most epochs tried (DATASET:NARM:STAMP:SASREC): fewer on diginetica, whose epochs take twice
+# as long.
 bench-models: $(STAMP)
 	set -e; for run in yoochoose1_64:12:6:8 diginetica:6:5:5; do \
 	  IFS=:; set -- $$run; d=$$1; narm=$$2; stamp=$$3; sasrec=$$4; \

@@ -112,7 +112,7 @@ def test_narm_attention_sums_to_one_over_real_positions(small_sessions):
     items = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]])
     lengths = torch.tensor([3, 5])
     with torch.no_grad():
-        states, _ = net.gru(net.embedding(items))
+        states = net.recur(net.embedding(items), lengths)  # packed: the rows differ in length
         last = states[torch.arange(2), lengths - 1]
         real = torch.arange(5)[None, :] < lengths[:, None]
         alpha = net.attention(states, last, real)

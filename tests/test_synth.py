@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -13,8 +14,10 @@ import pandas as pd
 import pytest
 
 from nextclick.data import synth
+from nextclick.data.io import label_path
 from nextclick.data.recipes import prepare
-from nextclick.data.synth import SynthConfig, label_path, synthesize
+from nextclick.data.synth import SynthConfig, synthesize
+from nextclick.errors import ConfigError
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -84,6 +87,8 @@ def test_a_seed_gives_the_same_bytes_and_chunks_keep_the_order(tmp_path: Path,
     synthesize(cfg, tmp_path / "c.tsv")
     log = _read(tmp_path / "c.tsv")
     assert len(log) == 5_000 and set(np.diff(log["SessionId"].unique())) == {1}
+    same = log["SessionId"].to_numpy()[1:] == log["SessionId"].to_numpy()[:-1]
+    assert np.all(np.diff(log["Time"].to_numpy())[same] > 0)
     assert np.all(np.diff(log.groupby("SessionId")["Time"].first().to_numpy()) >= 0)
 
 
@@ -91,7 +96,8 @@ def test_the_raw_layout_prepares_with_the_rsc15_recipe_and_stays_labelled(tmp_pa
     raw = tmp_path / "clicks.dat"
     synthesize(SynthConfig(events=20_000, items=300, format="yoochoose", seed=1), raw)
     first = raw.read_text().splitlines()[0].split(",")
-    assert len(first) == 4 and first[1].endswith("Z") and first[3] == "0"
+    assert len(first) == 4 and first[3] == "0"
+    assert re.fullmatch(r"2014-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first[1])
     assert json.loads(label_path(raw).read_text())["synthetic"] is True
     report = prepare("rsc15", [raw], tmp_path / "prep")
     assert report.raw_events == 20_000 and report.splits["test"].events > 0
@@ -103,6 +109,11 @@ def test_the_raw_layout_prepares_with_the_rsc15_recipe_and_stays_labelled(tmp_pa
     real = Path(__file__).resolve().parent / "data" / "samples" / "sample_yoochoose.dat"
     prepare("rsc15", [real], tmp_path / "prep")
     assert not list((tmp_path / "prep").glob("*.synthetic.json"))
+
+
+def test_probabilities_that_cannot_add_up_are_refused() -> None:
+    with pytest.raises(ConfigError, match="p_sequential must be a probability <= 1 - p_repeat"):
+        SynthConfig(events=10, items=5, p_repeat=0.6, p_sequential=0.5)
 
 
 def test_bad_sizes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:

@@ -267,7 +267,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from nextclick.data.synth import SynthConfig, label_path, synthesize
+    from nextclick.data.io import label_path
+    from nextclick.data.synth import SynthConfig, synthesize
 
     label = synthesize(SynthConfig(args.events, args.items, args.format, args.seed), args.out)
     human = (f"wrote {args.out}: {args.events} clicks, {label['sessions']} sessions, "

@@ -355,6 +355,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def label_path(path: Path) -> Path:
+    """Where the label of a synthetic event file (``nextclick synth``) lives."""
+    return path.with_name(path.name + ".synthetic.json")
+
+
 def write_events(events: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``SessionId, ItemId, Time`` as TSV (gzipped when the name ends in ``.gz``)."""
     path = Path(path)

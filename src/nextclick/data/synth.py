@@ -10,10 +10,10 @@ The log, for a seed:
   (q = ``zipf_offset``: a flatter head; with 37.5k items the top one gets ~0.6% of the clicks
   and the top tenth ~70%, as in RSC15), their ids a random permutation of the ranks;
 - session lengths are log-normal (median 2, mean ~3.6 as RSC15's raw clicks; cut at 200);
-- the first click of a session is drawn by popularity; each next one repeats a click of the
-  session with probability ``p_repeat``, else follows the previous item to one of its
+- the first click of a session is drawn by popularity; each next one repeats an earlier click
+  of the session with probability ``p_repeat``, follows the previous item to one of its
   ``n_successors`` fixed successors (themselves drawn by popularity) with probability
-  ``p_sequential``, else is a fresh popularity draw;
+  ``p_sequential``, and is a fresh popularity draw otherwise;
 - sessions start in order over ``days`` days, their ids increasing with their start; clicks
   within one are 1 to ~300 s apart (times strictly increase within a session).
 
@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from nextclick.data.io import atomic_path
+from nextclick.data.io import atomic_path, label_path
 from nextclick.errors import ConfigError
 
 #: Sessions generated (and written) at once: a few tens of MB whatever the log's size.
@@ -47,6 +47,14 @@ MAX_LENGTH = 200
 START = 1_396_310_400  # 2014-04-01T00:00:00Z
 #: Raw yoochoose item ids are 9-digit numbers; synthetic ones are this plus the item index.
 YOOCHOOSE_ITEM_BASE = 214_500_000
+
+
+_ID = pa.int64()
+SCHEMAS = {
+    "tsv": pa.schema([("SessionId", _ID), ("ItemId", _ID), ("Time", pa.float64())]),
+    "yoochoose": pa.schema([("SessionId", _ID), ("Timestamp", pa.string()), ("ItemId", _ID),
+                            ("Category", _ID)]),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,11 @@ class SynthConfig:
             ("zipf", self.zipf >= 0, "a number >= 0"),
             ("zipf_offset", self.zipf_offset >= 0, "a number >= 0"),
             ("p_repeat", 0 <= self.p_repeat <= 1, "a probability"),
-            ("p_sequential", 0 <= self.p_sequential <= 1, "a probability"),
+            (
+                "p_sequential",
+                0 <= self.p_sequential <= 1 - self.p_repeat,
+                "a probability <= 1 - p_repeat",
+            ),
             ("n_successors", self.n_successors >= 1, "an integer >= 1"),
             ("days", self.days >= 1, "an integer >= 1"),
         ):
@@ -141,14 +153,12 @@ def _chunk_table(cfg: SynthConfig, world: _World, rng: np.random.Generator,
     times = np.round(np.repeat(begins, lengths) + offsets, 3)
     items = session_items(cfg, world, rng, lengths)
     if cfg.format == "tsv":
-        return pa.table({"SessionId": sessions, "ItemId": items, "Time": times})
+        return pa.table([sessions, items, times], schema=SCHEMAS["tsv"])
     stamps = pa.array(np.rint(times * 1000).astype(np.int64), type=pa.timestamp("ms", tz="UTC"))
-    return pa.table({
-        "SessionId": sessions,
-        "Timestamp": pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ"),
-        "ItemId": items + YOOCHOOSE_ITEM_BASE,
-        "Category": pa.array(np.zeros(len(items), dtype=np.int64)),
-    })  # fmt: skip
+    stamps = pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ")
+    category = np.zeros(len(items), dtype=np.int64)
+    return pa.table([sessions, stamps, items + YOOCHOOSE_ITEM_BASE, category],
+                    schema=SCHEMAS["yoochoose"])  # fmt: skip
 
 
 def synthesize(cfg: SynthConfig, out: str | os.PathLike[str]) -> dict:
@@ -156,36 +166,30 @@ def synthesize(cfg: SynthConfig, out: str | os.PathLike[str]) -> dict:
     out = Path(out)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed))
     world = _World(cfg, rng)
-    chunks = list(session_lengths(rng, cfg.events))
-    n_sessions = sum(len(c) for c in chunks)
     span = cfg.days * 86_400.0
     sep = "\t" if cfg.format == "tsv" else ","
     options = pacsv.WriteOptions(include_header=False, delimiter=sep, quoting_style="none")
+    schema = SCHEMAS[cfg.format]
+    done = n_sessions = 0
     with atomic_path(out) as tmp:
         if cfg.format == "tsv":  # arrow would quote the names
             tmp.write_text("SessionId\tItemId\tTime\n")
-        writer = None
-        first = 0
-        for lengths in chunks:
-            start = START + span * first / n_sessions
-            table = _chunk_table(cfg, world, rng, lengths, first + 1, start,
-                                 span * len(lengths) / n_sessions)  # fmt: skip
-            if writer is None:
-                sink = pa.OSFile(str(tmp), "ab")
-                writer = pacsv.CSVWriter(sink, table.schema, write_options=options)
-            writer.write_table(table)
-            first += len(lengths)
-        assert writer is not None
-        writer.close()
-        sink.close()
+        with (
+            pa.OSFile(str(tmp), "ab") as sink,
+            pacsv.CSVWriter(sink, schema, write_options=options) as writer,
+        ):
+            # Each chunk's sessions start in its share of the time span, by events.
+            for lengths in session_lengths(rng, cfg.events):
+                size = int(lengths.sum())
+                writer.write_table(_chunk_table(
+                    cfg, world, rng, lengths, n_sessions + 1, START + span * done / cfg.events,
+                    span * size / cfg.events,
+                ))  # fmt: skip
+                done += size
+                n_sessions += len(lengths)
         label = {"synthetic": True, "generator": "nextclick synth",
                  "purpose": "speed and memory benchmarks only; never for accuracy claims",
                  "sessions": n_sessions, **asdict(cfg)}  # fmt: skip
-        with atomic_path(label_path(out)) as meta:
+        with atomic_path(label_path(out)) as meta:  # the label first: never an unlabelled log
             meta.write_text(json.dumps(label, indent=2) + "\n")
     return label
-
-
-def label_path(path: Path) -> Path:
-    """Where the synthetic label of ``path`` lives."""
-    return path.with_name(path.name + ".synthetic.json")

