@@ -47,6 +47,7 @@ MODES = [
     dict(loss="top1-max", elu_param=0.0),
     dict(loss="bpr", elu_param=0.0),
     dict(loss="top1", elu_param=0.0),
+    dict(loss="top1", final_act="tanh"),
     dict(constrained_embedding=False, embedding=8),
     dict(constrained_embedding=False, embedding="layersize", dropout_p_embed=0.2),
     dict(constrained_embedding=False, embedding=0),  # one-hot input
@@ -223,6 +224,7 @@ STEPS = [
     dict(loss="cross-entropy", logq=0.0),
     dict(loss="bpr-max", bpreg=0.7, elu_param=0.5),
     dict(loss="top1-max", elu_param=0.0),
+    dict(loss="bpr", final_act="tanh"),
     dict(loss="cross-entropy", logq=1.0, constrained_embedding=False, embedding=3),
 ]
 
@@ -334,3 +336,17 @@ def test_compiled_gru_gate_gradients_equal_the_torch_ones():
     parts = [torch.rand(4, 5, dtype=torch.float64, generator=g) for _ in range(6)]
     for got, want in zip(fused.gru_gate_grads(*parts), gru_gate_grads(*parts), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_2016_tanh_squashes_the_scores_of_top1_and_bpr():
+    R = torch.tensor([[2.0, -1.0, 0.5], [0.3, 3.0, -2.0]], dtype=torch.float64)
+    y, log_support = torch.tensor([0, 1, 2]), torch.zeros(3, dtype=torch.float64)
+    for loss, plain in (("top1", losses.top1), ("bpr", losses.bpr)):
+        model = GRU4Rec(GRU4RecConfig(loss=loss, final_act="tanh"))
+        got = model._loss(R, y, 2, log_support)
+        assert got.item() == pytest.approx(plain(torch.tanh(R)).item(), rel=1e-12)
+        assert got.item() != pytest.approx(plain(R).item(), rel=1e-3)
+    for bad in (dict(loss="bpr-max", final_act="tanh"), dict(loss="top1", final_act="relu"),
+                dict(loss="top1", final_act="tanh", elu_param=0.5)):
+        with pytest.raises(ConfigError, match="final_act"):
+            GRU4RecConfig(**bad)

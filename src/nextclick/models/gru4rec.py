@@ -70,6 +70,9 @@ class GRU4RecConfig:
     elu_param
         ELU alpha applied to scores by the ranking losses (0 = linear); unset, it is the
         reference's 0.5 for bpr-max and 0 for the others.
+    final_act
+        ``elu`` (the scores through ``elu_param``'s ELU: the author's later versions) or
+        ``tanh``, the 2016 code's activation of the scores for its ``top1`` and ``bpr``.
     logq
         Weight of the log-Q sampling correction of cross-entropy (0 = off).
     embedding
@@ -97,6 +100,7 @@ class GRU4RecConfig:
     sample_alpha: float = 0.5
     bpreg: float = 1.0
     elu_param: float | None = None
+    final_act: Literal["elu", "tanh"] = "elu"
     logq: float = 0.0
     embedding: int | Literal["layersize"] = 0
     constrained_embedding: bool = True
@@ -118,6 +122,9 @@ class GRU4RecConfig:
         check(self.bpreg >= 0, "bpreg", "a number >= 0")
         check(self.loss in losses.LOSSES, "loss", f"one of {', '.join(losses.LOSSES)}")
         check(self.elu_param is None or self.elu_param >= 0, "elu_param", "a number >= 0")
+        check(self.final_act == "elu" or (self.final_act == "tanh" and self.loss in ("bpr", "top1")
+                                          and not self.elu_param),
+              "final_act", "'elu', or 'tanh' with loss bpr or top1 and no elu_param")  # fmt: skip
         check(self.n_sample > 0 or self.batch_size >= 2, "batch_size",
               ">= 2 when n_sample=0 (a lone row has no negatives)")  # fmt: skip
         check(self.logq >= 0, "logq", "a number >= 0")
@@ -583,6 +590,8 @@ class GRU4Rec(TorchRecommender):
             return losses.bpr_max(R, cfg.bpreg, cfg.elu)
         if cfg.loss == "top1-max":
             return losses.top1_max(R, cfg.elu)
+        if cfg.final_act == "tanh":
+            R = torch.tanh(R)
         if cfg.loss == "bpr":
             return losses.bpr(R, cfg.elu)
         return losses.top1(R, cfg.elu)
