@@ -1,7 +1,7 @@
 """Any model on an SR-GNN benchmark split, under the honest protocol; prints one JSON object.
 
     python bench/srgnn_accuracy.py --model NAME --data DIR [--preset P] [--param K=V ...]
-        [--max-epochs N] [--out FILE]
+        [--max-epochs N] [--out FILE] [--curve-only | --curve EARLIER.json]
 
 DIR holds train_sessions.tsv.gz / test_sessions.tsv.gz (../shared/data/yoochoose1_64-srgnn,
 diginetica-srgnn, tmall-gcegnn). The split comes from the ``srgnn-benchmark`` recipe. For a
@@ -16,6 +16,7 @@ peak memory of the final run (a fresh ``nextclick run`` process).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -52,6 +53,14 @@ def validation_curve(split: Path, model: str, params: list[dict], max_epochs: in
     return curve
 
 
+def earlier_curve(path: Path) -> list:
+    """The validation curve of an earlier run of this script (its JSON output)."""
+    curve = json.loads(path.read_text()).get("validation_curve")
+    if not curve:
+        raise SystemExit(f"{path}: no validation_curve in it")
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -60,6 +69,11 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--out", type=Path)
+    # A long benchmark in two sittings: the curve first, the final run later from its JSON.
+    parser.add_argument("--curve-only", action="store_true",
+                        help="stop after the validation curve (no test run)")
+    parser.add_argument("--curve", type=Path, metavar="JSON",
+                        help="take the curve and chosen epochs from an earlier --out")
     args = parser.parse_args()
     cls = model_class(args.model)
     params = [cls.preset(args.preset)] if args.preset else []
@@ -73,12 +87,17 @@ def main() -> None:
         record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
                         "data": str(args.data), "preset": args.preset, "params": args.param}
         if cls.trains_in_epochs:
-            print(f"{args.model}: validation curve, up to {args.max_epochs} epochs",
-                  file=sys.stderr)  # fmt: skip
-            curve = validation_curve(split, args.model, params, args.max_epochs)
+            curve = earlier_curve(args.curve) if args.curve else None
+            if curve is None:
+                print(f"{args.model}: validation curve, up to {args.max_epochs} epochs",
+                      file=sys.stderr)  # fmt: skip
+                curve = validation_curve(split, args.model, params, args.max_epochs)
             best = max(curve, key=lambda r: r["mrr@20"])["n_epochs"]
             record.update(validation_curve=curve, chosen_n_epochs=best)
             flags += ["--param", f"n_epochs={best}"]
+        if args.curve_only:
+            emit(record, args.out)
+            return
         print(f"{args.model}: final run on the train part", file=sys.stderr)
         final = nextclick("run", "--model", args.model, *flags,
                           "--train", str(split / "train_full.tsv.gz"),
