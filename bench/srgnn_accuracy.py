@@ -55,7 +55,10 @@ def validation_curve(split: Path, model: str, params: list[dict], max_epochs: in
 
 def earlier_curve(path: Path) -> list:
     """The validation curve of an earlier run of this script (its JSON output)."""
-    curve = json.loads(path.read_text()).get("validation_curve")
+    try:
+        curve = json.loads(path.read_text()).get("validation_curve")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SystemExit(f"{path}: not a JSON output of this script ({exc})") from None
     if not curve:
         raise SystemExit(f"{path}: no validation_curve in it")
     return curve
