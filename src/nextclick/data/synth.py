@@ -149,7 +149,8 @@ def _chunk_table(cfg: SynthConfig, world: _World, rng: np.random.Generator,
     sessions = np.repeat(np.arange(first_session, first_session + n, dtype=np.int64), lengths)
     begins = start + np.sort(rng.random(n)) * span
     gaps = np.exp(rng.uniform(0.0, np.log(300.0), int(lengths.sum())))
-    offsets = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[np.cumsum(lengths) - lengths], lengths)
+    clock = np.cumsum(gaps)
+    offsets = clock - np.repeat(clock[np.cumsum(lengths) - lengths], lengths)
     times = np.round(np.repeat(begins, lengths) + offsets, 3)
     items = session_items(cfg, world, rng, lengths)
     if cfg.format == "tsv":
