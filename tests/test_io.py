@@ -155,3 +155,88 @@ def test_console_script_exits_2_without_traceback(tmp_path):
         "or an ISO-8601 timestamp\n"
     )
     assert done.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------
+# Large files: Arrow reads them in chunks; a value's line and its parsing must not depend on
+# which chunk it falls in.
+
+N_BIG = 200_000  # about 3 MB of text: many chunks of Arrow's 1 MB blocks
+
+
+def _big(tmp_path: Path, times: list[str], name: str = "big.tsv") -> Path:
+    rows = [f"{i // 3}\t{i % 97}\t{t}" for i, t in enumerate(times)]
+    return _write(tmp_path / name, "SessionId\tItemId\tTime\n" + "\n".join(rows) + "\n")
+
+
+def test_bad_value_deep_in_a_big_file_names_its_line(tmp_path):
+    times = [str(i) for i in range(N_BIG)]
+    times[150_000] = "soon"
+    with pytest.raises(DataError, match=r"big\.tsv:150002: column 'Time': 'soon' is not a number"):
+        read_events(_big(tmp_path, times))
+    times[150_000], times[180_000] = "150000", ""
+    with pytest.raises(DataError, match=r"big\.tsv:180002: column 'Time': missing value"):
+        read_events(_big(tmp_path, times))
+
+
+def test_iso_times_of_every_layout_match_pandas_in_every_chunk(tmp_path):
+    # Mostly Arrow's layout, with layouts only pandas' ISO-8601 reader takes scattered over
+    # the chunks; the seconds must equal an independent pandas parse of each value.
+    rng = np.random.default_rng(7)
+    base = pd.Timestamp("2014-04-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 180 * 86400 * 1000, N_BIG), unit="ms"
+    )
+    times = [t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" for t in base]
+    for i in range(7, N_BIG, 9973):
+        times[i] = times[i][:-1].replace("T", " ")  # no zone, space: pandas only
+    events = read_events(_big(tmp_path, times))
+    expected = pd.to_datetime(pd.Series(times), utc=True, format="ISO8601")
+    seconds = (expected - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    keys = ["SessionId", "ItemId", "Time"]
+    frame = pd.DataFrame({"SessionId": np.arange(N_BIG) // 3, "ItemId": np.arange(N_BIG) % 97,
+                          "Time": seconds.to_numpy()})  # fmt: skip
+    np.testing.assert_array_equal(
+        events.sort_values(keys)["Time"].to_numpy(), frame.sort_values(keys)["Time"].to_numpy()
+    )
+
+
+def test_a_number_among_timestamps_is_named(tmp_path):
+    times = ["2014-04-07T10:51:09.277Z"] * N_BIG
+    times[120_000] = "1396867869"
+    with pytest.raises(
+        DataError, match=r"big\.tsv:120002: column 'Time': '1396867869' is not a number or an ISO"
+    ):
+        read_events(_big(tmp_path, times))
+
+
+@pytest.mark.parametrize(
+    ("content", "names", "message"),
+    [
+        ("SessionId\tItemId\tTime\n1\t2\t3\n\n1\t2\t4\n", None,
+         r"e\.tsv:3: column 'Time': missing value"),  # an empty line is a row of blanks
+        ("1,2,3\n1,2,3,4\n", ["SessionId", "ItemId", "Time"],
+         r"e\.tsv:2: column 'Time': more than 3 comma-separated fields "
+         r"\(expected SessionId,ItemId,Time\)"),
+        ("1,2,3\n1,2\n", ["SessionId", "ItemId", "Time"],
+         r"e\.tsv:2: column 'Time': missing value"),
+    ],
+)  # fmt: skip
+def test_ragged_lines_name_line_and_layout(tmp_path, content, names, message):
+    from nextclick.data.io import read_table
+
+    path = _write(tmp_path / "e.tsv", content)
+    with pytest.raises(DataError, match=message):
+        table = read_table(path, required=["SessionId", "Time"], sep="," if names else None,
+                           names=names)  # fmt: skip
+        table.times("Time")
+
+
+def test_written_times_read_back_bit_for_bit(tmp_path):
+    times = [0.0, 1.0, 1e-7, 1396310544.1939998, 1396310544.194, 2.5e15, 123456.0000001]
+    events = pd.DataFrame({"SessionId": np.arange(len(times)), "ItemId": ["a\tb", "x"] * 3 + ["y"],
+                           "Time": times})  # fmt: skip
+    write_events(events, tmp_path / "w.tsv.gz")
+    with gzip.open(tmp_path / "w.tsv.gz", "rt") as fh:
+        assert fh.readline() == "SessionId\tItemId\tTime\n"
+    back = read_events(tmp_path / "w.tsv.gz")
+    pd.testing.assert_frame_equal(back, events, check_exact=True)

@@ -378,7 +378,7 @@ def test_stream_of_all_events_is_cut_before_non_views_are_dropped(tmp_path):
         "0,7,view,1,\n3000000,7,addtocart,1,\n6000000,7,view,2,\n99000000,7,view,3,\n"
     )
     table = read_table(path, required=["timestamp", "visitorid", "event", "itemid"])
-    view = table.frame["event"].to_numpy() == "view"
+    view = table.equals("event", "view")
     events, removal, _ = views_of_streams(
         table, table.ids("visitorid"), table.numbers("timestamp"), view, "itemid", 1000.0
     )

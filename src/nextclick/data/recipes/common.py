@@ -107,34 +107,6 @@ class Recipe:
 # Raw-file helpers used by the format modules
 
 
-@dataclass
-class RowSubset(Table):
-    """Some rows of a :class:`Table` that still name their own line of the file in errors.
-
-    Used to parse a column only on the rows where it must be valid (e.g. the item of view
-    events: Coveo page views have no product).
-    """
-
-    #: 0-based data row in the file of each row of ``frame``.
-    rows: np.ndarray
-
-    def at(self, position: int) -> str:
-        return super().at(int(self.rows[position]))
-
-
-def subset(table: Table, mask: np.ndarray) -> RowSubset:
-    """The rows of ``table`` where ``mask`` is true, keeping their line numbers."""
-    keep = np.flatnonzero(mask)
-    rows = table.rows[keep] if isinstance(table, RowSubset) else keep
-    frame = table.frame.iloc[keep].reset_index(drop=True)
-    return RowSubset(table.path, frame, table.where, table.first_line, rows)
-
-
-def text(table: Table, column: str) -> np.ndarray:
-    """A column as stripped strings, missing values as ``""`` (for type/action columns)."""
-    return table.frame[column].astype(str).str.strip().to_numpy(dtype=object)
-
-
 def events_frame(sessions: np.ndarray, items: np.ndarray, times: np.ndarray) -> pd.DataFrame:
     """The standard ``SessionId, ItemId, Time`` frame (Time as float64 seconds)."""
     return pd.DataFrame({SESSION: sessions, ITEM: items, TIME: np.asarray(times, dtype=np.float64)})
@@ -211,7 +183,7 @@ def views_of_streams(
         a note on how many sessions the cut made.
     """
     sessions, n_cuts = sessionise(users, times, HOUR * per_second)
-    items = subset(table, view).ids(item_column)
+    items = table.subset(view).ids(item_column)
     n_sessions = int(sessions.max()) if len(sessions) else 0
     with_views = len(pd.unique(sessions[view]))
     removal = Removal("non-view events", int((~view).sum()), n_sessions - with_views)

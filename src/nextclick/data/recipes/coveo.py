@@ -19,7 +19,6 @@ from nextclick.data.recipes.common import (
     Prepared,
     Recipe,
     protocol_2023,
-    text,
     views_of_streams,
 )
 from nextclick.errors import DataError
@@ -42,7 +41,7 @@ def _coveo(raw: list[Path]) -> Prepared:
 
     table = read_table(path, required=columns, sep=",")
     ms = table.numbers(_TIME)
-    view = text(table, _ACTION) == "detail"
+    view = table.equals(_ACTION, "detail")
     events, removal, note = views_of_streams(
         table, table.ids(_SESSION), ms, view, table.columns[2], per_second=1000.0
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from nextclick.data.io import read_table
 from nextclick.data.recipes.common import (
@@ -25,8 +26,6 @@ from nextclick.data.recipes.common import (
     events_frame,
     protocol_2023,
     sessionise,
-    subset,
-    text,
 )
 
 _COLUMNS = ["event_time", "event_type", "product_id", "user_id"]
@@ -35,11 +34,12 @@ _COLUMNS = ["event_time", "event_type", "product_id", "user_id"]
 def _read_views(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Users, items and times (seconds) of the views in one monthly file, and its row count."""
     table = read_table(path, required=_COLUMNS, sep=",")
-    views = subset(table, text(table, "event_type") == "view")
-    # pandas' ISO-8601 parser rejects the trailing " UTC" zone name; the times are UTC.
-    views.frame["event_time"] = views.frame["event_time"].str.strip().str.removesuffix(" UTC")
+    views = table.subset(table.equals("event_type", "view"))
+    # ISO-8601 readers reject the trailing " UTC" zone name; "Z" says the same.
+    iso = pc.replace_substring_regex(views.text("event_time"), r" UTC$", "Z")
+    views = views.with_column("event_time", iso)
     users, items, times = views.ids("user_id"), views.ids("product_id"), views.times("event_time")
-    return users, items, times, len(table.frame)
+    return users, items, times, len(table)
 
 
 def _rees46(raw: list[Path]) -> Prepared:

@@ -18,7 +18,6 @@ from nextclick.data.recipes.common import (
     Prepared,
     Recipe,
     protocol_2023,
-    text,
     views_of_streams,
 )
 
@@ -26,7 +25,7 @@ from nextclick.data.recipes.common import (
 def _retailrocket(raw: list[Path]) -> Prepared:
     table = read_table(raw[0], required=["timestamp", "visitorid", "event", "itemid"], sep=",")
     ms = table.numbers("timestamp")
-    view = text(table, "event") == "view"
+    view = table.equals("event", "view")
     events, removal, note = views_of_streams(
         table, table.ids("visitorid"), ms, view, "itemid", per_second=1000.0
     )

@@ -1,0 +1,408 @@
+"""Raw columns of an event file, read by PyArrow, and their conversion to ids, numbers, times.
+
+A text file is parsed by PyArrow's multi-threaded CSV reader into Arrow string columns (a
+few bytes a value, not a Python object each), and every conversion runs chunk by chunk with
+``pyarrow.compute``, so reading a 33M-line click log needs about the memory of its text plus
+its numeric result. Every problem is reported as one :class:`~nextclick.errors.DataError`
+line naming the file, the line (or Parquet row) and the column. Where PyArrow's fast path
+rejects a chunk, pandas parses that chunk the way nextclick always has (its ISO-8601 reader
+accepts more layouts than Arrow's), so a rare layout costs time, never a different result.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nextclick.errors import DataError
+
+_MISSING = ["", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"]
+#: An integer id as text (what makes an id column integer, and what ItemIndex accepts).
+INT_RE = re.compile(r"^-?\d{1,18}$")
+# The same in RE2 for pyarrow.compute (``\d`` is ASCII there, as int64 parsing needs).
+_INT_RE2 = r"^-?[0-9]{1,18}$"
+_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$", re.I)
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_SEP_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
+_NOT_TIME = "is not a number or an ISO-8601 timestamp"
+
+Required = list[str] | Callable[[list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Raw columns of a file with enough bookkeeping to name the line of a bad value."""
+
+    path: Path
+    #: Text files: one string column per wanted name; Parquet: the file's own types.
+    data: pa.Table
+    #: ``"line"`` for text files, ``"row"`` for Parquet.
+    where: str
+    #: Line number of the first data row (2 with a header line, 1 without).
+    first_line: int
+    #: 0-based data row in the file of each row, once :meth:`subset` dropped some.
+    rows: np.ndarray | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data.column_names)
+
+    def __len__(self) -> int:
+        return self.data.num_rows
+
+    def at(self, position: int) -> str:
+        """``file:line`` of the 0-based row ``position`` (``file: row N`` for Parquet)."""
+        if self.rows is not None:
+            position = int(self.rows[position])
+        if self.where == "row":
+            return f"{self.path}: row {position + 1}"
+        return f"{self.path}:{position + self.first_line}"
+
+    def fail(self, position: int, column: str, what: str) -> DataError:
+        return DataError(f"{self.at(position)}: column {column!r}: {what}")
+
+    def subset(self, mask: np.ndarray) -> Table:
+        """The rows where ``mask`` is true, still naming their own lines in errors.
+
+        Used to parse a column only on the rows where it must be valid (e.g. the item of
+        view events: Coveo page views have no product).
+        """
+        keep = np.flatnonzero(mask)
+        rows = keep if self.rows is None else self.rows[keep]
+        return replace(self, data=self.data.take(pa.array(keep)), rows=rows)
+
+    def with_column(self, column: str, values: pa.ChunkedArray) -> Table:
+        """The same table with ``column`` replaced (e.g. a suffix stripped from its text)."""
+        data = self.data.set_column(self.data.column_names.index(column), column, values)
+        return replace(self, data=data)
+
+    def text(self, column: str) -> pa.ChunkedArray:
+        """A column as stripped strings, missing values as ``""``."""
+        values = self.data.column(column)
+        if not pa.types.is_string(values.type):
+            values = pc.cast(values, pa.string())
+        return pc.fill_null(pc.utf8_trim_whitespace(values), "")
+
+    def equals(self, column: str, value: str) -> np.ndarray:
+        """Where the stripped ``column`` is ``value`` (``""``: empty or missing)."""
+        return _bools(pc.equal(self.text(column), value))
+
+    def ids(self, column: str) -> np.ndarray:
+        """Ids as int64 when every value is an integer, else as str."""
+        values = self.data.column(column)
+        if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+            self._check_present(column)
+            numbers = values.to_numpy()
+            if pa.types.is_integer(values.type) or np.all(np.mod(numbers, 1) == 0):
+                return numbers.astype(np.int64)
+        chunks = list(self._strings(column))
+        if all(pc.all(pc.match_substring_regex(chunk, _INT_RE2)).as_py() for _, chunk in chunks):
+            return _concat((pc.cast(chunk, pa.int64()).to_numpy() for _, chunk in chunks), np.int64)
+        text = (chunk.to_numpy(zero_copy_only=False) for _, chunk in chunks)
+        return _concat(text, np.str_).astype(str)
+
+    def numbers(self, column: str) -> np.ndarray:
+        """Finite numbers as float64."""
+        return self._numbers(column, "is not a number")
+
+    def times(self, column: str) -> np.ndarray:
+        """Times as float64: numbers as they are, ISO-8601 timestamps as Unix seconds.
+
+        The first value decides which of the two the column holds; the first value of the
+        other kind is then the error.
+        """
+        values = self.data.column(column)
+        if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+            self._check_present(column)
+            return _ns_seconds(pc.cast(values, pa.timestamp("ns")).to_numpy().view(np.int64))
+        if not _is_text(values.type):
+            return self._numbers(column, _NOT_TIME)
+        chunks = self._strings(column)
+        first = next(chunks, None)
+        if first is None or _NUMBER_RE.match(first[1][0].as_py()):
+            return self._numbers(column, _NOT_TIME)
+        parts = [self._iso_chunk(column, *first)]
+        parts.extend(self._iso_chunk(column, offset, chunk) for offset, chunk in chunks)
+        return _concat(parts, np.float64)
+
+    def _iso_chunk(self, column: str, offset: int, chunk: pa.Array) -> np.ndarray:
+        try:  # Arrow's reader never takes a bare number for a timestamp, as the rule needs
+            stamps = pc.cast(chunk, pa.timestamp("ns", tz="UTC"))
+            return _ns_seconds(stamps.to_numpy().view(np.int64))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        text = chunk.to_pandas()
+        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        bad = stamps.isna().to_numpy() | pd.to_numeric(text, errors="coerce").notna().to_numpy()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise self.fail(offset + pos, column, f"{chunk[pos].as_py()!r} {_NOT_TIME}")
+        return datetime_seconds(stamps)
+
+    def _numbers(self, column: str, what: str) -> np.ndarray:
+        values = self.data.column(column)
+        if _is_text(values.type):
+            parts = (self._number_chunk(column, offset, chunk, what)
+                     for offset, chunk in self._strings(column))  # fmt: skip
+            return _concat(parts, np.float64)
+        self._check_present(column)
+        numbers = values.to_numpy().astype(np.float64)
+        bad = ~np.isfinite(numbers)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise self.fail(pos, column, f"{str(numbers[pos])!r} {what}")
+        return numbers
+
+    def _number_chunk(self, column: str, offset: int, chunk: pa.Array, what: str) -> np.ndarray:
+        try:
+            numbers = pc.cast(chunk, pa.float64()).to_numpy()
+        except pa.ArrowInvalid:  # find the value; take pandas' reading of what Arrow refused
+            numbers = pd.to_numeric(chunk.to_pandas(), errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(numbers)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise self.fail(offset + pos, column, f"{chunk[pos].as_py()!r} {what}")
+        return numbers
+
+    def _strings(self, column: str) -> Iterator[tuple[int, pa.Array]]:
+        """(offset, stripped chunk) of a text column, after checking that none is missing."""
+        values = self.data.column(column)
+        if not pa.types.is_string(values.type):
+            values = pc.cast(values, pa.string())
+        offset = 0
+        for chunk in values.chunks:
+            if len(chunk) == 0:
+                continue
+            chunk = pc.utf8_trim_whitespace(chunk)
+            missing = pc.or_kleene(pc.is_null(chunk), pc.is_in(chunk, pa.array(_MISSING)))
+            self._raise_first(missing, offset, column)
+            yield offset, chunk
+            offset += len(chunk)
+
+    def _check_present(self, column: str) -> None:
+        """Nulls (and NaN in float columns) of a typed column are missing values."""
+        offset = 0
+        for chunk in self.data.column(column).chunks:
+            missing = pc.is_null(chunk, nan_is_null=True)
+            self._raise_first(missing, offset, column)
+            offset += len(chunk)
+
+    def _raise_first(self, mask: pa.Array, offset: int, column: str) -> None:
+        if pc.any(mask).as_py():
+            raise self.fail(offset + int(np.flatnonzero(_bools(mask))[0]), column, "missing value")
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _bools(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _concat(parts: Iterable[np.ndarray], dtype: type) -> np.ndarray:
+    parts = list(parts)
+    if not parts:  # a subset without rows
+        return np.zeros(0, dtype=dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _ns_seconds(ns: np.ndarray) -> np.ndarray:
+    # The one conversion of every time path (ns, then seconds), so all give the same floats.
+    return ns.astype(np.float64) / 1e9
+
+
+def datetime_seconds(stamps: pd.Series) -> np.ndarray:
+    """Unix seconds of pandas timestamps (naive ones are UTC)."""
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return _ns_seconds(stamps.to_numpy(dtype="datetime64[ns]").view(np.int64))
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+def read_table(
+    path: str | Path,
+    *,
+    required: Required,
+    sep: str | None = None,
+    names: list[str] | None = None,
+) -> Table:
+    """Read the ``required`` columns of a TSV/CSV (maybe gzipped) or Parquet file.
+
+    Parameters
+    ----------
+    required
+        Column names to read, or a function of the header that returns them (and raises
+        :class:`DataError` when the header lacks one).
+    sep
+        Field separator; by default tab, ``;`` or ``,``, whichever the first line contains.
+    names
+        Column names for a file without a header line (then ``required`` picks among them).
+
+    Raises
+    ------
+    DataError
+        For a missing file or column, an empty, binary, wrongly encoded or ragged file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic == _PARQUET_MAGIC or path.suffix in {".parquet", ".pq"}:
+        return _read_parquet(path, required)
+    return _read_text(path, required, sep, names, gzipped=magic[:2] == _GZIP_MAGIC)
+
+
+def _columns(header: list[str], required: Required, path: Path) -> list[str]:
+    wanted = required(header) if callable(required) else list(required)
+    for name in wanted:
+        if name not in header:
+            raise DataError(f"{path}: missing column {name!r}; columns found: {', '.join(header)}")
+    return wanted
+
+
+def _first_line(path: Path, gzipped: bool) -> str:
+    """The header (or first) line, after checking the file is non-empty UTF-8 text."""
+    try:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
+            head = fh.read(65536)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
+    if not head.strip():
+        raise DataError(f"{path}: file is empty, expected a header line and events")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise DataError(
+            f"{path}: looks like a binary file (NUL byte at offset {nul}), "
+            "expected a text TSV/CSV or a Parquet file"
+        )
+    try:
+        return head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:1: not valid UTF-8 text") from None
+
+
+def _read_text(
+    path: Path, required: Required, sep: str | None, names: list[str] | None, gzipped: bool
+) -> Table:
+    first = _first_line(path, gzipped)
+    if sep is None:
+        sep = next((s for s in ("\t", ";", ",") if s in first), "\t")
+    header = names if names is not None else [h.strip().strip('"') for h in first.split(sep)]
+    wanted = _columns(header, required, path)
+    try:
+        data = _arrow_csv(path, header, wanted, sep, names is None, gzipped, use_threads=True)
+    except pa.ArrowInvalid as exc:
+        raise _parse_error(path, header, wanted, sep, names, gzipped, exc) from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file ({exc})") from None
+    if data.num_rows == 0:
+        raise DataError(f"{path}: has a header but no events")
+    return Table(path, data, "line", 1 if names is not None else 2)
+
+
+def _arrow_csv(
+    path: Path,
+    header: list[str],
+    wanted: list[str],
+    sep: str,
+    has_header: bool,
+    gzipped: bool,
+    use_threads: bool,
+    on_invalid: Callable | None = None,
+) -> pa.Table:
+    import pyarrow.csv as pcsv
+
+    # Every column is split (not just ``wanted``), so that a ragged line is an error; an
+    # empty line is a row of blanks (a missing value), as it was for the pandas reader.
+    source = pa.input_stream(str(path), compression="gzip" if gzipped else None)
+    return pcsv.read_csv(
+        source,
+        read_options=pcsv.ReadOptions(
+            column_names=header, skip_rows=int(has_header), use_threads=use_threads
+        ),
+        parse_options=pcsv.ParseOptions(
+            delimiter=sep, ignore_empty_lines=False, invalid_row_handler=on_invalid
+        ),
+        convert_options=pcsv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            include_columns=wanted,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _parse_error(
+    path: Path,
+    header: list[str],
+    wanted: list[str],
+    sep: str,
+    names: list[str] | None,
+    gzipped: bool,
+    exc: Exception,
+) -> DataError:
+    """The one-line error for what Arrow's reader rejected; it re-reads on one thread, as
+    only then does Arrow know the line number of a ragged row."""
+    if "UTF8" in str(exc) or "UTF-8" in str(exc):
+        return DataError(f"{path}:{_first_bad_utf8_line(path, gzipped)}: not valid UTF-8 text")
+    rows: list = []
+
+    def on_invalid(row: object) -> str:
+        rows.append(row)
+        return "error"
+
+    try:
+        _arrow_csv(path, header, wanted, sep, names is None, gzipped, False, on_invalid)
+    except (pa.ArrowInvalid, OSError):
+        pass
+    if not rows:
+        return DataError(f"{path}: cannot parse as {sep!r}-separated text ({exc})")
+    row = rows[0]
+    where = f"{path}:{row.number}" if row.number is not None else str(path)
+    n, seen = row.expected_columns, row.actual_columns
+    if seen < n:
+        return DataError(f"{where}: column {header[seen]!r}: missing value")
+    if names is not None:  # no header to count against: name the layout expected
+        return DataError(
+            f"{where}: column {names[-1]!r}: more than {n} "
+            f"{_SEP_NAMES.get(sep, repr(sep))}-separated fields (expected {','.join(names)})"
+        )
+    return DataError(f"{where}: expected {n} fields separated by {sep!r}, saw {seen}")
+
+
+def _first_bad_utf8_line(path: Path, gzipped: bool) -> int:
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def _read_parquet(path: Path, required: Required) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        header = list(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises several unrelated types for broken files
+        raise DataError(f"{path}: not a valid Parquet file ({type(exc).__name__})") from None
+    wanted = _columns(header, required, path)
+    data = pq.read_table(path, columns=wanted)
+    if data.num_rows == 0:
+        raise DataError(f"{path}: Parquet file has no rows")
+    return Table(path, data, "row", 1)
