@@ -160,7 +160,7 @@ def test_manual_backward_equals_autograd_in_float64(params):
         model.params_[name] = model.params_[name] + 0.1 * torch.randn_like(model.params_[name])
     rng = torch.Generator().manual_seed(5)
     items = torch.tensor([0, 3, 3, 8])
-    _, x = model._input_rows(items)
+    x = model._input_rows(items)
     hidden = [torch.randn(4, h, dtype=torch.float64, generator=rng) for h in config.layers]
     leaves = {name: t.clone().requires_grad_(True) for name, t in model.params_.items()}
     x = x.clone().requires_grad_(True)
@@ -242,7 +242,7 @@ def test_training_steps_equal_autograd_and_adagrad_by_hand(params):
              for name, t in model._init_params(9, g).items()}  # fmt: skip
     support = np.array([5.0, 1, 3, 8, 2, 2, 7, 1, 4])
     params = {name: t.clone() for name, t in start.items()}
-    work = model._work(params, support, np.random.default_rng(0))
+    work = model._work(params, support, np.random.default_rng(0), None)
     steps = [
         (torch.tensor([0, 3, 3, 8]), torch.tensor([1, 3, 2, 0, 3, 3, 5, 0, 8, 1])),
         (torch.tensor([1, 2, 6, 0]), torch.tensor([4, 4, 7, 3, 1, 4, 4, 8, 0, 6])),

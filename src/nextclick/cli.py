@@ -8,16 +8,18 @@ everything meant for people on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from nextclick import __version__
-from nextclick.errors import NextclickError
+from nextclick.errors import ConfigError, NextclickError
 
 log = logging.getLogger("nextclick")
 
@@ -286,14 +288,12 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from nextclick.api import train
+    from nextclick.training import distributed
 
     trained = train(
         args.model, args.train, *_params(args), columns=_columns(args), device=args.device,
         progress=args.progress,
     )  # fmt: skip
-    trained.model.save(
-        args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}
-    )
     record = {
         "model": args.model,
         "train_file": str(args.train),
@@ -301,6 +301,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         "train_seconds": trained.train_seconds,
         **trained.training_record(),
     }
+    group = distributed.current()
+    if group is not None:
+        # Each rank's figures are its own share's; the sum is the job's throughput.
+        record["world_size"] = group.world_size
+        rate = record.get("train_events_per_second", 0.0)
+        record["train_events_per_second_all_ranks"] = distributed.total(rate)
+        if not group.is_main:  # rank 0 alone writes the model and the record
+            return
+    trained.model.save(
+        args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}
+    )
     _record(args, "train", trained.model, record)
     _emit(args, record, f"trained {args.model} in {trained.train_seconds:.1f} s -> {args.out}")
 
@@ -506,6 +517,34 @@ COMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def _process_group(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun (WORLD_SIZE > 1): join the other processes for ``train``."""
+    from nextclick.training import distributed
+
+    if distributed.world_size_from_env() <= 1:
+        yield
+        return
+    if args.command != "train":
+        raise ConfigError(f"only 'nextclick train' runs under torchrun, not {args.command!r}")
+    from nextclick.models import model_class
+
+    if not model_class(args.model).trains_distributed:
+        raise ConfigError(
+            f"{args.model} trains in one process only; data-parallel training (torchrun) "
+            "is for gru4rec and the neural models"
+        )
+    from nextclick.models.neural import resolve_device
+
+    group = distributed.init_from_env(resolve_device(args.device))
+    if group is not None and not group.is_main:  # one log, rank 0's
+        logging.getLogger("nextclick").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        distributed.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=logging.WARNING)
@@ -516,9 +555,12 @@ def main(argv: list[str] | None = None) -> int:
             from nextclick.records import git_commit
 
             git_commit()  # now, before hours of training: the record names this code
-        COMMANDS[args.command](args)
+        with _process_group(args):
+            COMMANDS[args.command](args)
     except NextclickError as exc:
-        print(f"nextclick: error: {exc}", file=sys.stderr)
+        # Bad input fails every rank alike: rank 0 alone says so.
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"nextclick: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nextclick: interrupted", file=sys.stderr)

@@ -43,8 +43,8 @@ class Recommender(ABC):
     published defaults), implement ``_fit``, ``init_state``, ``step``, ``select`` and
     ``scores``, and list their learned arrays in ``_arrays``/``_set_arrays``. What the CLI,
     the tuner, the reports and the service need to know of a model is declared here
-    (``trains_in_epochs``, ``presets``, ``keeps_state``, ``no_evidence_score``), never
-    probed.
+    (``trains_in_epochs``, ``trains_distributed``, ``presets``, ``keeps_state``,
+    ``no_evidence_score``), never probed.
 
     Parameters
     ----------
@@ -57,6 +57,9 @@ class Recommender(ABC):
     #: Whether ``fit`` trains in epochs: it then fills ``history_`` and calls ``on_epoch``
     #: after each (the tuner validates and prunes there).
     trains_in_epochs: ClassVar[bool] = False
+    #: Whether ``fit`` trains data-parallel when torchrun started several processes
+    #: (:mod:`nextclick.training.distributed`); other models train in one process only.
+    trains_distributed: ClassVar[bool] = False
     #: Published settings by name (``--preset``): parameter overrides of ``Config``.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -24,7 +24,7 @@ Decisions where the published descriptions leave room:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
@@ -37,12 +37,14 @@ from nextclick.data.sessions import SessionData
 from nextclick.errors import DataError
 from nextclick.models.base import OnEpoch, check
 from nextclick.models.neural import TorchRecommender, item_scores
-from nextclick.training import fused, losses
+from nextclick.training import distributed, fused, losses
+from nextclick.training.distributed import Combined, StepExchange
 from nextclick.training.loop import EpochStats, train_epochs
 from nextclick.training.optim import AdagradM
 from nextclick.training.sampling import DropoutScales, SampleStore
 
 Loss = Literal["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"]
+Rng = np.random.Generator | torch.Generator
 #: Parameters with one row per item.
 _ITEM_ROWS = frozenset({"Wy", "By", "E", "Wx0"})
 
@@ -203,6 +205,7 @@ class _Work:
     log_support: Tensor  # (n_items,) for the autograd losses
     column_weights: tuple[np.ndarray, np.ndarray]  # exp(-logq log Q) for targets, samples
     scratch: np.ndarray  # -1 filled, for fused.unique_inverse
+    exchange: StepExchange | None  # several processes: combines their gradients
 
 
 class GRUState(NamedTuple):
@@ -218,6 +221,7 @@ class GRU4Rec(TorchRecommender):
     name = "gru4rec"
     Config = GRU4RecConfig
     trains_in_epochs = True
+    trains_distributed = True
     presets = PRESETS
 
     def __init__(self, config: GRU4RecConfig | None = None, device: str = "cpu") -> None:
@@ -385,11 +389,12 @@ class GRU4Rec(TorchRecommender):
                 grad = d_vx
         return grad
 
-    def _input_rows(
-        self, items: Tensor, params: dict[str, Tensor] | None = None
-    ) -> tuple[str, Tensor]:
-        name = {"shared": "Wy", "separate": "E", "onehot": "Wx0"}[self._mode()]
-        return name, (params or self.params_)[name].index_select(0, items)
+    def _input_name(self) -> str:
+        """The item-row matrix the network's input reads."""
+        return {"shared": "Wy", "separate": "E", "onehot": "Wx0"}[self._mode()]
+
+    def _input_rows(self, items: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+        return (params or self.params_)[self._input_name()].index_select(0, items)
 
     # -- training ------------------------------------------------------------------------
 
@@ -402,15 +407,11 @@ class GRU4Rec(TorchRecommender):
             )
         # Initialisation from torch's CPU generator on every device; on the CPU, samples and
         # dropout come from NumPy generators (drawn in blocks), elsewhere from the device's.
+        # Under torchrun every rank initialises alike and trains on its own share of the
+        # sessions with its own samples and dropout.
+        group = distributed.current()
         init = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        sample_rng: np.random.Generator | torch.Generator
-        dropout_rng: np.random.Generator | torch.Generator
-        if self.device.type == "cpu":
-            sample_rng, dropout_rng = map(
-                np.random.default_rng, np.random.SeedSequence(cfg.seed).spawn(2)
-            )
-        else:
-            sample_rng = dropout_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        sample_rng, dropout_rng = self._rngs(cfg.seed, group)
         # Training runs on items renumbered by popularity (most clicked first): the rows a
         # step reads and updates then crowd together in memory, which keeps them in cache.
         # The model's own item order is restored whenever parameters are handed out.
@@ -424,13 +425,15 @@ class GRU4Rec(TorchRecommender):
             for name, p in self._init_params(train.n_items, init).items()
         }
         sessions = replace(train, items=rank[train.items])
+        if group is not None:
+            sessions = distributed.shard(sessions, group)
         support = self.item_support_[order].astype(np.float64)
         store = (
             SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size,
                         sample_rng)
             if cfg.n_sample > 0 else None
         )  # fmt: skip
-        work = self._work(params, support, dropout_rng)
+        work = self._work(params, support, dropout_rng, group)
         hidden: list[Tensor] = []
 
         def publish() -> None:
@@ -439,8 +442,11 @@ class GRU4Rec(TorchRecommender):
                 for name, p in params.items()
             }
 
-        def step(batch: Step) -> Tensor | float:
+        def step(batch: Step | distributed.Idle) -> Tensor | float:
             nonlocal hidden
+            if isinstance(batch, distributed.Idle):
+                self._idle_step(work)
+                return 0.0
             if batch.keep is not None:
                 keep = torch.as_tensor(batch.keep, device=self.device)
                 hidden = [h.index_select(0, keep) for h in hidden]
@@ -453,6 +459,7 @@ class GRU4Rec(TorchRecommender):
             if store is None and len(batch.inputs) < 2:
                 # One row without extra samples has no negatives to rank against; only the
                 # last session's tail is left (the reference ends the epoch here).
+                self._idle_step(work, active=True)
                 return 0.0
             x = torch.as_tensor(batch.inputs, device=self.device)
             y = torch.as_tensor(batch.targets, device=self.device)
@@ -466,18 +473,35 @@ class GRU4Rec(TorchRecommender):
                 publish()
                 on_epoch(stats)
 
+        def batches(epoch: int) -> Iterable[Step | distributed.Idle]:
+            steps = session_parallel(sessions, cfg.batch_size)
+            return steps if work.exchange is None else work.exchange.batches(steps)
+
         self.history_ = train_epochs(
-            lambda epoch: session_parallel(sessions, cfg.batch_size), n_pairs(sessions),
+            batches, n_pairs(sessions),
             cfg.n_epochs, step, name="gru4rec", progress=progress, on_epoch=end_of_epoch,
             learning_rate=lambda: cfg.learning_rate,
         )  # fmt: skip
         publish()
 
+    def _rngs(self, seed: int, group: distributed.Group | None) -> tuple[Rng, Rng]:
+        """Sources of negative samples and dropout, a rank's own: NumPy generators on the
+        CPU (they draw in blocks), the device's generator elsewhere (initialisation is
+        always torch's CPU generator)."""
+        sequence = distributed.seed_sequence(seed, group)
+        if self.device.type == "cpu":
+            samples, dropout = sequence.spawn(2)
+            return np.random.default_rng(samples), np.random.default_rng(dropout)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if group is None else int(sequence.generate_state(1)[0]))
+        return generator, generator
+
     def _work(
         self,
         params: dict[str, Tensor],
         support: np.ndarray,
-        dropout_rng: np.random.Generator | torch.Generator,
+        dropout_rng: Rng,
+        group: distributed.Group | None,
     ) -> _Work:
         """The state of training ``params`` (items in the order of ``support``)."""
         cfg = self.config
@@ -509,7 +533,10 @@ class GRU4Rec(TorchRecommender):
                 (support ** (-cfg.logq * cfg.sample_alpha)).astype(dtype),
             ),
             scratch=np.full(len(support), -1, dtype=np.int64),
-        )
+            exchange=None if group is None else StepExchange(
+                group, params["Wy"].shape[1], params[self._input_name()].shape[1]
+            ),
+        )  # fmt: skip
 
     def _train_step(
         self, x: Tensor, y: Tensor, hidden: list[Tensor], work: _Work
@@ -528,22 +555,40 @@ class GRU4Rec(TorchRecommender):
             )
         else:
             unique, inverse = torch.unique(y, return_inverse=True)
-        in_name, x_rows = self._input_rows(x, p)
+        x_rows = self._input_rows(x, p)
         out_rows = p["Wy"].index_select(0, unique)  # (k, d)
         tape: list = []
         vector, hidden = self._forward(x_rows, hidden, p, work.dropout, tape)
         R = torch.addmm(p["By"].index_select(0, unique), vector, out_rows.T)  # (n, k)
         loss, d_R, d_bias = self._loss_and_grad(R, y, inverse, work)
         d_x = self._backward(d_R @ out_rows, tape, p, work.grads)
-        work.optimizer.dense("dense", work.flat_grad)
-        d_out = d_R.T @ vector  # (k, d)
+        grads = Combined(work.flat_grad, unique, d_R.T @ vector, d_bias, x, d_x)
+        if work.exchange is not None:
+            combined = work.exchange.combine(grads)
+            assert combined is not None  # this rank is still running
+            grads = combined
+        self._apply(work, grads)
+        return loss, hidden
+
+    def _idle_step(self, work: _Work, *, active: bool = False) -> None:
+        """A step without gradients of this rank's own (several processes only)."""
+        if work.exchange is not None:
+            grads = work.exchange.idle(work.flat_grad, active=active)
+            if grads is not None:
+                self._apply(work, grads)
+
+    def _apply(self, work: _Work, grads: Combined) -> None:
+        """One optimizer step: the dense parameters, then the item rows the step used."""
+        work.optimizer.dense("dense", grads.dense)
+        in_name = self._input_name()
+        bias = ("By", grads.d_bias)
         if in_name == "Wy":
             # Shared embedding: one update of Wy with the input and output gradients summed.
-            work.optimizer.rows("Wy", unique, d_out, extra=(x, d_x), bias=("By", d_bias))
+            extra = (grads.inputs, grads.d_inputs)
+            work.optimizer.rows("Wy", grads.rows, grads.d_rows, extra=extra, bias=bias)
         else:
-            work.optimizer.rows("Wy", unique, d_out, bias=("By", d_bias))
-            work.optimizer.rows(in_name, None, None, extra=(x, d_x))
-        return loss, hidden
+            work.optimizer.rows("Wy", grads.rows, grads.d_rows, bias=bias)
+            work.optimizer.rows(in_name, None, None, extra=(grads.inputs, grads.d_inputs))
 
     def _loss_and_grad(
         self, R: Tensor, y: Tensor, inverse: Tensor, work: _Work
@@ -606,7 +651,7 @@ class GRU4Rec(TorchRecommender):
     @torch.no_grad()
     def step(self, state: GRUState, items: np.ndarray) -> GRUState:
         x = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
-        _, x_rows = self._input_rows(x)
+        x_rows = self._input_rows(x)
         vector, hidden = self._forward(x_rows, state.hidden, self.params_, None)
         return GRUState(hidden, vector)
 
