@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from serving_helpers import assert_same, client, expected, free_port, pairs
+from test_neural import NEURAL, SMALL
 
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.data.sessions import SessionData
@@ -119,6 +120,22 @@ def test_every_rank_ends_with_the_same_parameters(tmp_path, params):
     # ... and they trained: not the shared initialisation any more, nor one rank's own run.
     alone = _fit_on_rank(0, params)
     assert not np.allclose(ranks[0]["Wy"], alone["Wy"])
+
+
+def _fit_neural_on_rank(rank: int, name: str) -> dict:
+    sessions, index = _sessions()
+    model = create_model(name, {**SMALL[name], "n_epochs": 1, "batch_size": 64})
+    model.fit(sessions, index)
+    return {k: v.detach().numpy().copy() for k, v in model.network_.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_neural_ranks_end_with_the_same_weights(tmp_path, name):
+    ranks = _spawn(_fit_neural_on_rank, tmp_path, name)
+    for key in ranks[0]:
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+    alone = _fit_neural_on_rank(0, name)
+    assert any(not np.allclose(ranks[0][key], alone[key]) for key in alone)
 
 
 def test_shards_partition_the_sessions():

@@ -30,7 +30,7 @@ from nextclick.data.batching import Padded, Side, n_pairs, prefix_batches
 from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
-from nextclick.training import losses
+from nextclick.training import distributed, losses
 from nextclick.training.loop import train_epochs
 
 _WEIGHTS = "weights.pt"
@@ -184,6 +184,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
     """
 
     trains_in_epochs = True
+    trains_distributed = True
     #: Where padded rows put their pads.
     padding_side: ClassVar[Side] = "right"
     #: Float32 logits a full-softmax step may hold at once (256 MB).
@@ -221,11 +222,20 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
 
     def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
         cfg = self.config
-        rng = np.random.default_rng(np.random.SeedSequence(cfg.seed))
+        # Under torchrun every rank initialises alike, trains on its own share of the
+        # sessions with its own shuffles, samples and dropout, and DistributedDataParallel
+        # averages the gradients, so every rank takes the same optimizer step.
+        group = distributed.current()
+        rng = np.random.default_rng(distributed.seed_sequence(cfg.seed, group))
+        shard = train if group is None else distributed.shard(train, group)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)  # initialisation and dropout; the caller's RNG is kept
             network = self._network(train.n_items).to(self.device)
             self.network_ = network
+            objective: nn.Module = _Objective(self, network)
+            if group is not None:
+                torch.manual_seed(int(rng.integers(2**63)))  # the rank's own dropout
+                objective = distributed.data_parallel(objective, self.device)
             optimizer = self._optimizer(network)
             schedule = (
                 torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_dc_step, gamma=cfg.lr_dc)
@@ -234,7 +244,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
 
             def step(batch: Padded) -> Tensor:
                 network.train()
-                loss = self._loss(network, batch, rng)
+                loss = objective(batch, rng)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._clip(network, len(batch))
@@ -248,8 +258,12 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                 if on_epoch is not None:
                     on_epoch(stats)
 
+            def batches(epoch: int) -> Iterable[Padded]:
+                steps = self._batches(shard, rng)
+                return steps if group is None else distributed.in_lockstep(steps)
+
             self.history_ = train_epochs(
-                lambda epoch: self._batches(train, rng), n_pairs(train), cfg.n_epochs, step,
+                batches, n_pairs(shard), cfg.n_epochs, step,
                 name=self.name, progress=progress, on_epoch=end_of_epoch,
                 learning_rate=lambda: optimizer.param_groups[0]["lr"],
             )  # fmt: skip
@@ -318,6 +332,19 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         network.load_state_dict(tensors)
         network.eval()
         self.network_ = network
+
+
+class _Objective(nn.Module):
+    """A model's training loss as a module call: DistributedDataParallel averages the
+    gradients of what its forward pass computed."""
+
+    def __init__(self, model: NeuralRecommender, network: Network) -> None:
+        super().__init__()
+        self.network = network
+        self.loss = model._loss
+
+    def forward(self, batch: Padded, rng: np.random.Generator) -> Tensor:
+        return self.loss(self.network, batch, rng)
 
 
 def item_scores(queries: Tensor, weights: Tensor, bias: Tensor | None = None) -> np.ndarray:

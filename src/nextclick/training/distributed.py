@@ -12,8 +12,9 @@ their gradients, so every rank applies the same update and the parameters stay i
   the dense gradient is all-reduced and each rank's (row, gradient) pairs are all-gathered;
   a row used on several ranks gets the sum of their gradients, and everything is divided by
   the number of ranks that trained in the step (the mean over the global mini-batch).
-- The padded-prefix models: torch's DistributedDataParallel, with ``join`` for ranks whose
-  share runs out of batches first.
+- The item-list models (NARM, STAMP, SASRec, SR-GNN, GCE-GNN): torch's
+  DistributedDataParallel averages the gradients; every rank takes as many steps as the
+  rank with the fewest batches (:func:`in_lockstep`), so Adam's state stays identical too.
 """
 
 from __future__ import annotations
@@ -87,8 +88,7 @@ def shutdown() -> None:
 
 def total(value: float) -> float:
     """``value`` summed over the ranks (e.g. each rank's training events per second)."""
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors
-    summed = torch.tensor([value], dtype=torch.float64, device=device)
+    summed = torch.tensor([value], dtype=torch.float64, device=_device())
     dist.all_reduce(summed)
     return float(summed.item())
 
@@ -104,6 +104,36 @@ def shard(sessions: SessionData, group: Group) -> SessionData:
     items, times = sessions.items[events], sessions.times[events]
     return replace(sessions, items=items, offsets=offsets, times=times,
                    session_ids=sessions.session_ids[chosen])  # fmt: skip
+
+
+def in_lockstep(steps: Iterable[T]) -> Iterator[T]:
+    """A rank's steps while every rank still has one: all ranks take the same number of
+    steps (a longer share's last few batches are left out, as DistributedSampler's
+    drop_last does), so the optimizers stay identical without a join."""
+    flag = torch.ones(1, dtype=torch.int64, device=_device())
+    for step in steps:
+        flag.fill_(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if flag.item() == 0:
+            return
+        yield step
+    flag.fill_(0)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel (its buffers are identical on every
+    rank already, so they are not broadcast at every step)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type != "cuda":
+        return DistributedDataParallel(module, broadcast_buffers=False)
+    index = torch.cuda.current_device() if device.index is None else device.index  # LOCAL_RANK
+    return DistributedDataParallel(module, device_ids=[index], broadcast_buffers=False)
+
+
+def _device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors
 
 
 def seed_sequence(seed: int, group: Group | None) -> np.random.SeedSequence:
