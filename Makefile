@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    := data/rsc15-100k
 
-.PHONY: venv demo test test-slow lint bench bench-models clean
+.PHONY: venv demo test test-slow lint bench bench-models bench-scale clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,12 @@ bench-models: $(STAMP)
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs $$sasrec --out docs/benchmarks/sasrec_$$d.json; \
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs $$sampled --out docs/benchmarks/sasrec_sampled_$$d.json; \
 	done
+
+# Full size on one machine (synthetic logs in bench-work/, about an hour on 2 cores):
+# RSC15-size prepare + one GRU4Rec epoch, and a million-item catalogue.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale_rsc15.py --out docs/benchmarks/scale_rsc15.json
+	$(BIN)/python bench/scale_items.py --out docs/benchmarks/scale_items.json
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
