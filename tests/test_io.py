@@ -240,3 +240,17 @@ def test_written_times_read_back_bit_for_bit(tmp_path):
         assert fh.readline() == "SessionId\tItemId\tTime\n"
     back = read_events(tmp_path / "w.tsv.gz")
     pd.testing.assert_frame_equal(back, events, check_exact=True)
+
+
+def test_parquet_categorical_times_and_times_out_of_range(tmp_path):
+    stamps = ["2014-04-07T10:51:09.277Z", "2014-04-07T10:51:10.277Z"]
+    frame = pd.DataFrame({"SessionId": [1, 1], "ItemId": [5, 6],
+                          "Time": pd.Categorical(stamps)})  # fmt: skip
+    frame.to_parquet(tmp_path / "c.parquet")
+    assert read_events(tmp_path / "c.parquet")["Time"].tolist() == pytest.approx(
+        [1396867869.277, 1396867870.277]
+    )
+    text = "SessionId,ItemId,Time\n1,5,2014-04-07T10:51:09Z\n1,6,3000-01-01T00:00:00Z\n"
+    with pytest.raises(DataError, match=r"far\.csv:3: column 'Time': '3000-01-01T00:00:00Z': "
+                                        r"a time outside the years 1678-2261"):  # fmt: skip
+        read_events(_write(tmp_path / "far.csv", text))

@@ -302,11 +302,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         **trained.training_record(),
     }
     group = distributed.current()
-    if group is not None:
-        # Each rank's figures are its own share's; the sum is the job's throughput.
+    if group is not None:  # the epochs' figures are the job's, all ranks together
         record["world_size"] = group.world_size
-        rate = record.get("train_events_per_second", 0.0)
-        record["train_events_per_second_all_ranks"] = distributed.total(rate)
         if not group.is_main:  # rank 0 alone writes the model and the record
             return
     trained.model.save(
@@ -517,6 +514,19 @@ COMMANDS = {
 }
 
 
+def _print_error(exc: NextclickError) -> None:
+    """One line; under torchrun, bad input fails every rank alike and rank 0 alone says so,
+    while any other failure is said by the rank it happened on."""
+    from nextclick.errors import DataError
+    from nextclick.training import distributed
+
+    rank = int(os.environ.get("RANK", "0")) if distributed.world_size_from_env() > 1 else 0
+    if rank == 0:
+        print(f"nextclick: error: {exc}", file=sys.stderr)
+    elif not isinstance(exc, (DataError, ConfigError)):
+        print(f"nextclick: error: rank {rank}: {exc}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _process_group(args: argparse.Namespace) -> Iterator[None]:
     """Under torchrun (WORLD_SIZE > 1): join the other processes for ``train``."""
@@ -537,8 +547,9 @@ def _process_group(args: argparse.Namespace) -> Iterator[None]:
     from nextclick.models.neural import resolve_device
 
     group = distributed.init_from_env(resolve_device(args.device))
-    if group is not None and not group.is_main:  # one log, rank 0's
+    if group is not None and not group.is_main:  # one log and one progress bar: rank 0's
         logging.getLogger("nextclick").setLevel(logging.WARNING)
+        args.progress = False
     try:
         yield
     finally:
@@ -558,9 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         with _process_group(args):
             COMMANDS[args.command](args)
     except NextclickError as exc:
-        # Bad input fails every rank alike: rank 0 alone says so.
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"nextclick: error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return 2
     except KeyboardInterrupt:
         print("nextclick: interrupted", file=sys.stderr)

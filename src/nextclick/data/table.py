@@ -34,6 +34,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _SEP_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
 _NOT_TIME = "is not a number or an ISO-8601 timestamp"
+# Times are held as nanoseconds in int64 on their way to seconds.
+_FIRST, _LAST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+_OUT_OF_RANGE = "a time outside the years 1678-2261, which nextclick cannot hold"
 
 Required = list[str] | Callable[[list[str]], list[str]]
 
@@ -123,7 +126,11 @@ class Table:
         values = self.data.column(column)
         if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
             self._check_present(column)
-            return _ns_seconds(pc.cast(values, pa.timestamp("ns")).to_numpy().view(np.int64))
+            try:
+                stamps = pc.cast(values, pa.timestamp("ns"))
+            except pa.ArrowInvalid:
+                raise DataError(f"{self.path}: column {column!r}: {_OUT_OF_RANGE}") from None
+            return _ns_seconds(stamps.to_numpy().view(np.int64))
         if not _is_text(values.type):
             return self._numbers(column, _NOT_TIME)
         chunks = self._strings(column)
@@ -146,7 +153,11 @@ class Table:
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             raise self.fail(offset + pos, column, f"{chunk[pos].as_py()!r} {_NOT_TIME}")
-        return datetime_seconds(stamps)
+        outside = ~stamps.between(_FIRST, _LAST).to_numpy()
+        if outside.any():
+            pos = int(np.flatnonzero(outside)[0])
+            raise self.fail(offset + pos, column, f"{chunk[pos].as_py()!r}: {_OUT_OF_RANGE}")
+        return _datetime_seconds(stamps)
 
     def _numbers(self, column: str, what: str) -> np.ndarray:
         values = self.data.column(column)
@@ -221,7 +232,7 @@ def _ns_seconds(ns: np.ndarray) -> np.ndarray:
     return ns.astype(np.float64) / 1e9
 
 
-def datetime_seconds(stamps: pd.Series) -> np.ndarray:
+def _datetime_seconds(stamps: pd.Series) -> np.ndarray:
     """Unix seconds of pandas timestamps (naive ones are UTC)."""
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -254,7 +265,8 @@ def read_table(
     Raises
     ------
     DataError
-        For a missing file or column, an empty, binary, wrongly encoded or ragged file.
+        For a missing file or column, an empty, binary or ragged file, or bad UTF-8 in a
+        column that is read (the others are split into fields but not decoded).
     """
     path = Path(path)
     if not path.is_file():
@@ -403,6 +415,9 @@ def _read_parquet(path: Path, required: Required) -> Table:
         raise DataError(f"{path}: not a valid Parquet file ({type(exc).__name__})") from None
     wanted = _columns(header, required, path)
     data = pq.read_table(path, columns=wanted)
+    for i, field in enumerate(data.schema):
+        if pa.types.is_dictionary(field.type):  # pandas' categoricals: their values
+            data = data.set_column(i, field.name, pc.cast(data.column(i), field.type.value_type))
     if data.num_rows == 0:
         raise DataError(f"{path}: Parquet file has no rows")
     return Table(path, data, "row", 1)

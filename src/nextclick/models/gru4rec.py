@@ -205,6 +205,7 @@ class _Work:
     log_support: Tensor  # (n_items,) for the autograd losses
     column_weights: tuple[np.ndarray, np.ndarray]  # exp(-logq log Q) for targets, samples
     scratch: np.ndarray  # -1 filled, for fused.unique_inverse
+    store: SampleStore | None  # extra negative samples
     exchange: StepExchange | None  # several processes: combines their gradients
 
 
@@ -428,12 +429,7 @@ class GRU4Rec(TorchRecommender):
         if group is not None:
             sessions = distributed.shard(sessions, group)
         support = self.item_support_[order].astype(np.float64)
-        store = (
-            SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size,
-                        sample_rng)
-            if cfg.n_sample > 0 else None
-        )  # fmt: skip
-        work = self._work(params, support, dropout_rng, group)
+        work = self._work(params, support, dropout_rng, group, sample_rng)
         hidden: list[Tensor] = []
 
         def publish() -> None:
@@ -444,28 +440,7 @@ class GRU4Rec(TorchRecommender):
 
         def step(batch: Step | distributed.Idle) -> Tensor | float:
             nonlocal hidden
-            if isinstance(batch, distributed.Idle):
-                self._idle_step(work)
-                return 0.0
-            if batch.keep is not None:
-                keep = torch.as_tensor(batch.keep, device=self.device)
-                hidden = [h.index_select(0, keep) for h in hidden]
-            if batch.reset.all():  # first step of an epoch (or every slot starts anew)
-                hidden = [torch.zeros(len(batch.inputs), h, device=self.device)
-                          for h in cfg.layers]  # fmt: skip
-            elif batch.reset.any():
-                alive = torch.as_tensor(~batch.reset, dtype=torch.float32, device=self.device)
-                hidden = [h * alive[:, None] for h in hidden]
-            if store is None and len(batch.inputs) < 2:
-                # One row without extra samples has no negatives to rank against; only the
-                # last session's tail is left (the reference ends the epoch here).
-                self._idle_step(work, active=True)
-                return 0.0
-            x = torch.as_tensor(batch.inputs, device=self.device)
-            y = torch.as_tensor(batch.targets, device=self.device)
-            if store is not None:
-                y = torch.cat((y, store.next()))
-            loss, hidden = self._train_step(x, y, hidden, work)
+            loss, hidden = self._session_step(batch, hidden, work)
             return loss
 
         def end_of_epoch(stats: EpochStats) -> None:
@@ -478,11 +453,39 @@ class GRU4Rec(TorchRecommender):
             return steps if work.exchange is None else work.exchange.batches(steps)
 
         self.history_ = train_epochs(
-            batches, n_pairs(sessions),
-            cfg.n_epochs, step, name="gru4rec", progress=progress, on_epoch=end_of_epoch,
-            learning_rate=lambda: cfg.learning_rate,
+            batches, n_pairs(sessions), cfg.n_epochs, step, name="gru4rec", progress=progress,
+            on_epoch=end_of_epoch, learning_rate=lambda: cfg.learning_rate,
+            across_ranks=None if group is None else distributed.summed,
         )  # fmt: skip
         publish()
+
+    def _session_step(
+        self, batch: Step | distributed.Idle, hidden: list[Tensor], work: _Work
+    ) -> tuple[Tensor | float, list[Tensor]]:
+        """One session-parallel step: carry or reset each slot's hidden state, add the
+        step's negative samples, train; returns (loss, hidden)."""
+        if isinstance(batch, distributed.Idle):
+            self._idle_step(work)
+            return 0.0, hidden
+        if batch.keep is not None:
+            keep = torch.as_tensor(batch.keep, device=self.device)
+            hidden = [h.index_select(0, keep) for h in hidden]
+        if batch.reset.all():  # first step of an epoch (or every slot starts anew)
+            hidden = [torch.zeros(len(batch.inputs), h, device=self.device)
+                      for h in self.config.layers]  # fmt: skip
+        elif batch.reset.any():
+            alive = torch.as_tensor(~batch.reset, dtype=torch.float32, device=self.device)
+            hidden = [h * alive[:, None] for h in hidden]
+        if work.store is None and len(batch.inputs) < 2:
+            # One row without extra samples has no negatives to rank against; only the
+            # last session's tail is left (the reference ends the epoch here).
+            self._idle_step(work, active=True)
+            return 0.0, hidden
+        x = torch.as_tensor(batch.inputs, device=self.device)
+        y = torch.as_tensor(batch.targets, device=self.device)
+        if work.store is not None:
+            y = torch.cat((y, work.store.next()))
+        return self._train_step(x, y, hidden, work)
 
     def _rngs(self, seed: int, group: distributed.Group | None) -> tuple[Rng, Rng]:
         """Sources of negative samples and dropout, a rank's own: NumPy generators on the
@@ -502,9 +505,16 @@ class GRU4Rec(TorchRecommender):
         support: np.ndarray,
         dropout_rng: Rng,
         group: distributed.Group | None,
+        sample_rng: Rng | None = None,
     ) -> _Work:
-        """The state of training ``params`` (items in the order of ``support``)."""
+        """The state of training ``params`` (items in the order of ``support``); negative
+        samples come from ``sample_rng`` when the config asks for them."""
         cfg = self.config
+        store = (
+            SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size,
+                        sample_rng)
+            if cfg.n_sample > 0 and sample_rng is not None else None
+        )  # fmt: skip
         # Dense parameters and their gradients live in flat tensors, so one optimizer pass
         # updates them all and the backward pass writes the gradients in place.
         dense_names = [name for name in params if name not in _ITEM_ROWS]
@@ -533,6 +543,7 @@ class GRU4Rec(TorchRecommender):
                 (support ** (-cfg.logq * cfg.sample_alpha)).astype(dtype),
             ),
             scratch=np.full(len(support), -1, dtype=np.int64),
+            store=store,
             exchange=None if group is None else StepExchange(
                 group, params["Wy"].shape[1], params[self._input_name()].shape[1]
             ),
@@ -574,7 +585,7 @@ class GRU4Rec(TorchRecommender):
         """A step without gradients of this rank's own (several processes only)."""
         if work.exchange is not None:
             grads = work.exchange.idle(work.flat_grad, active=active)
-            if grads is not None:
+            if grads is not None and grads.n_trained > 0:
                 self._apply(work, grads)
 
     def _apply(self, work: _Work, grads: Combined) -> None:

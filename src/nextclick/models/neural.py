@@ -215,7 +215,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         items, lengths, targets = self._tensors_of(batch)
         return self._softmax(network.encode(items, lengths), network, targets - 1, rng)
 
-    def _clip(self, network: Network, n_targets: int) -> None:
+    def _clip(self, network: Network, n_targets: float) -> None:
         """Change the gradients before the optimizer step (no clipping by default)."""
 
     # -- training ------------------------------------------------------------------------------
@@ -233,9 +233,11 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
             network = self._network(train.n_items).to(self.device)
             self.network_ = network
             objective: nn.Module = _Objective(self, network)
+            lockstep = None
             if group is not None:
                 torch.manual_seed(int(rng.integers(2**63)))  # the rank's own dropout
                 objective = distributed.data_parallel(objective, self.device)
+                lockstep = distributed.Lockstep(group)
             optimizer = self._optimizer(network)
             schedule = (
                 torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_dc_step, gamma=cfg.lr_dc)
@@ -247,7 +249,8 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                 loss = objective(batch, rng)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self._clip(network, len(batch))
+                # Clip with what every rank agrees on: their gradients are averaged.
+                self._clip(network, len(batch) if lockstep is None else lockstep.mean_targets)
                 optimizer.step()
                 return loss.detach()
 
@@ -260,12 +263,13 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
 
             def batches(epoch: int) -> Iterable[Padded]:
                 steps = self._batches(shard, rng)
-                return steps if group is None else distributed.in_lockstep(steps)
+                return steps if lockstep is None else lockstep(steps)
 
             self.history_ = train_epochs(
                 batches, n_pairs(shard), cfg.n_epochs, step,
                 name=self.name, progress=progress, on_epoch=end_of_epoch,
                 learning_rate=lambda: optimizer.param_groups[0]["lr"],
+                across_ranks=None if group is None else distributed.summed,
             )  # fmt: skip
         network.eval()
 

@@ -127,7 +127,7 @@ class STAMP(NeuralRecommender):
     def _network(self, n_items: int) -> STAMPNetwork:
         return STAMPNetwork(n_items, self.config)
 
-    def _clip(self, network: STAMPNetwork, n_targets: int) -> None:
+    def _clip(self, network: STAMPNetwork, n_targets: float) -> None:
         # The reference clips the gradients of the loss summed over the batch; ours are of
         # the mean, n_targets times smaller.
         if self.config.grad_clip > 0:

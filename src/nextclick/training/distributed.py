@@ -14,7 +14,11 @@ their gradients, so every rank applies the same update and the parameters stay i
   the number of ranks that trained in the step (the mean over the global mini-batch).
 - The item-list models (NARM, STAMP, SASRec, SR-GNN, GCE-GNN): torch's
   DistributedDataParallel averages the gradients; every rank takes as many steps as the
-  rank with the fewest batches (:func:`in_lockstep`), so Adam's state stays identical too.
+  rank with the fewest batches (:class:`Lockstep`), so Adam's state stays identical too.
+
+The epoch figures are the job's: the loss over every rank's targets, events per second of
+all ranks together (:func:`summed`), so every rank sees the same loss and a diverging one
+stops them all.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nextclick.data.sessions import SessionData
+from nextclick.errors import ConfigError
 from nextclick.training.optim import sum_rows
 
 T = TypeVar("T")
@@ -64,12 +69,21 @@ def world_size_from_env() -> int:
 
 
 def init_from_env(device: torch.device) -> Group | None:
-    """Join the processes torchrun started (None for a one-process run)."""
+    """Join the processes torchrun started (None for a one-process run); on GPUs each
+    process takes the one of its ``LOCAL_RANK``."""
     if world_size_from_env() <= 1:
         return None
     if not dist.is_initialized():
         if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if device.index is not None:
+                raise ConfigError(f"under torchrun give --device cuda, not {device}: each "
+                                  "process takes the GPU of its LOCAL_RANK")  # fmt: skip
+            if local >= torch.cuda.device_count():
+                raise ConfigError(f"LOCAL_RANK {local} but this machine has "
+                                  f"{torch.cuda.device_count()} GPUs; use --nproc-per-node "
+                                  "at most that many")  # fmt: skip
+            torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return current()
 
@@ -86,11 +100,11 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def total(value: float) -> float:
-    """``value`` summed over the ranks (e.g. each rank's training events per second)."""
-    summed = torch.tensor([value], dtype=torch.float64, device=_device())
-    dist.all_reduce(summed)
-    return float(summed.item())
+def summed(values: list[float]) -> list[float]:
+    """``values`` summed over the ranks (an epoch's loss and targets: the job's figures)."""
+    total = torch.tensor(values, dtype=torch.float64, device=_device())
+    dist.all_reduce(total)
+    return total.tolist()
 
 
 def shard(sessions: SessionData, group: Group) -> SessionData:
@@ -106,19 +120,33 @@ def shard(sessions: SessionData, group: Group) -> SessionData:
                    session_ids=sessions.session_ids[chosen])  # fmt: skip
 
 
-def in_lockstep(steps: Iterable[T]) -> Iterator[T]:
-    """A rank's steps while every rank still has one: all ranks take the same number of
+class Lockstep:
+    """A rank's batches while every rank still has one: all ranks take the same number of
     steps (a longer share's last few batches are left out, as DistributedSampler's
-    drop_last does), so the optimizers stay identical without a join."""
-    flag = torch.ones(1, dtype=torch.int64, device=_device())
-    for step in steps:
-        flag.fill_(1)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        if flag.item() == 0:
-            return
-        yield step
-    flag.fill_(0)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    drop_last does), so the optimizers stay identical without a join.
+
+    :attr:`mean_targets` is the step's mean number of targets per rank, the same on every
+    rank (what a per-batch rule such as STAMP's gradient clipping must use).
+    """
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.mean_targets = 0.0
+
+    def __call__(self, batches: Iterable[T]) -> Iterator[T]:
+        for batch in batches:
+            if not self._all_have(len(batch)):  # type: ignore[arg-type]
+                return
+            yield batch
+        self._all_have(None)
+
+    def _all_have(self, n_targets: int | None) -> bool:
+        # One all-reduce: how many ranks have a batch, and their targets.
+        counts = torch.tensor([n_targets is not None, n_targets or 0], dtype=torch.float64,
+                              device=_device())  # fmt: skip
+        dist.all_reduce(counts)
+        self.mean_targets = counts[1].item() / self.group.world_size
+        return counts[0].item() == self.group.world_size
 
 
 def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -152,6 +180,8 @@ class Combined:
     d_bias: Tensor  # (len(rows),)
     inputs: Tensor  # input rows, repeats allowed
     d_inputs: Tensor  # (len(inputs), d_in)
+    #: Ranks with gradients in this step (0: no update at all, as one process would skip).
+    n_trained: int = 1
 
 
 class StepExchange:
@@ -200,15 +230,16 @@ class StepExchange:
             in_rows.append(rank_ids[k : k + n])
             out_grads.append(rank_values[: k * width].view(k, width))
             in_grads.append(rank_values[k * width : k * width + n * self.d_in].view(n, self.d_in))
-        unique, summed = sum_rows(torch.cat(out_rows), torch.cat(out_grads))
-        summed.mul_(scale)
+        unique, row_sums = sum_rows(torch.cat(out_rows), torch.cat(out_grads))
+        row_sums.mul_(scale)
         return Combined(
             dense=flat[:n_dense].view_as(mine.dense).mul_(scale),
             rows=unique,
-            d_rows=summed[:, : self.d_out].contiguous(),
-            d_bias=summed[:, self.d_out].contiguous(),
+            d_rows=row_sums[:, : self.d_out].contiguous(),
+            d_bias=row_sums[:, self.d_out].contiguous(),
             inputs=torch.cat(in_rows),
             d_inputs=torch.cat(in_grads).mul_(scale),
+            n_trained=round(meta[-1].item()),
         )
 
     def idle(self, dense: Tensor, *, active: bool = False) -> Combined | None:

@@ -46,6 +46,7 @@ def train_epochs(
     progress: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
     learning_rate: Callable[[], float] | None = None,
+    across_ranks: Callable[[list[float]], list[float]] | None = None,
 ) -> list[EpochStats]:
     """Run ``step`` on every mini-batch of ``n_epochs`` epochs.
 
@@ -55,28 +56,35 @@ def train_epochs(
     or a detached 0-d tensor; a tensor is accumulated on its device and read once per epoch,
     so a GPU is not synchronised at every step. The reported loss weights each mini-batch by
     its number of targets, as the GRU4Rec reference does. ``learning_rate()`` (read at the end
-    of each epoch, before ``on_epoch``) is recorded with the epoch.
+    of each epoch, before ``on_epoch``) is recorded with the epoch. ``across_ranks`` sums
+    an epoch's figures over the processes of a distributed run (the stats are then the
+    job's, the same on every rank).
     """
     history: list[EpochStats] = []
     for epoch in range(1, n_epochs + 1):
         started = time.perf_counter()
         total: torch.Tensor | float = 0.0
-        n_batches = 0
+        n_batches = seen = 0
         bar = tqdm(total=n_targets, desc=f"{name} epoch {epoch}", unit="ev",
                    disable=not progress, leave=False)  # fmt: skip
         for batch in batches(epoch):
             total = total + step(batch) * len(batch)
-            n_batches += 1
+            n_batches += len(batch) > 0  # a distributed rank's idle steps are not batches
+            seen += len(batch)
             bar.update(len(batch))
         bar.close()
         seconds = time.perf_counter() - started
-        loss = float(total) / max(n_targets, 1)
+        figures = [float(total), seen, n_batches]
+        if across_ranks is not None:
+            figures = across_ranks(figures)
+        total, seen, n_batches = figures[0], int(figures[1]), int(figures[2])
+        loss = total / max(seen, 1)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"{name}: loss is {loss} in epoch {epoch}; try a lower learning_rate"
             )
         rate = None if learning_rate is None else learning_rate()
-        stats = EpochStats(epoch, loss, seconds, n_batches / seconds, n_targets / seconds, rate)
+        stats = EpochStats(epoch, loss, seconds, n_batches / seconds, seen / seconds, rate)
         log.info(
             "%s epoch %d: loss %.6f, %.2f s, %.1f mb/s, %.0f events/s",
             name, epoch, loss, seconds, stats.batches_per_second, stats.events_per_second,

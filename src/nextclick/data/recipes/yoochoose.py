@@ -38,9 +38,9 @@ def read_clicks(path: Path) -> pd.DataFrame:
         have five), a missing id or a timestamp that is not ISO-8601.
     """
     table = read_table(path, required=_FIELDS, sep=",", names=_FIELDS)
-    short = table.equals("Category", "")
-    if short.any():  # every click has a category, so an empty one means a short row
-        raise table.fail(int(np.flatnonzero(short)[0]), "Category", "missing value")
+    blank = table.equals("Category", "")
+    if blank.any():  # every click has a category (0 when none): a blank one is a cut line
+        raise table.fail(int(np.flatnonzero(blank)[0]), "Category", "missing value")
     return events_frame(table.ids("SessionId"), table.ids("ItemId"), table.times("Timestamp"))
 
 
