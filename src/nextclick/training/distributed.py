@@ -156,8 +156,9 @@ def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
 
     if device.type != "cuda":
         return DistributedDataParallel(module, broadcast_buffers=False)
-    index = torch.cuda.current_device() if device.index is None else device.index  # LOCAL_RANK
-    return DistributedDataParallel(module, device_ids=[index], broadcast_buffers=False)
+    # init_from_env made the LOCAL_RANK's GPU the current one.
+    ids = [torch.cuda.current_device()]
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def _device() -> str:
