@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from nextclick.data.table import INT_RE, Table, read_table
+from nextclick.data.table import INT_RE, Table, read_table, release_unused
 from nextclick.errors import DataError
 
 __all__ = ["INT_RE", "EventColumns", "Table", "read_events", "read_table", "write_events"]
@@ -78,6 +78,8 @@ def read_events(
             TIME: table.times(time_name),
         }
     )
+    del table
+    release_unused()  # before the sort, which needs the room
     return sort_events(out)
 
 

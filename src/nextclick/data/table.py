@@ -212,6 +212,13 @@ class Table:
             raise self.fail(offset + int(np.flatnonzero(_bools(mask))[0]), column, "missing value")
 
 
+def release_unused() -> None:
+    """Hand the memory of dropped Arrow columns back to the system. Arrow's allocator keeps
+    freed memory for its own reuse, out of NumPy's and pandas' reach: after reading RSC15's
+    33M raw clicks that is ~2.7 GB that the protocol's sorts would otherwise add to."""
+    pa.default_memory_pool().release_unused()
+
+
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 

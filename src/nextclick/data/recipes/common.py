@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextclick.data.io import ITEM, SESSION, TIME, Table
+from nextclick.data.io import ITEM, SESSION, TIME
+from nextclick.data.table import Table, release_unused
 from nextclick.errors import DataError
 
 #: The four output files, in the order they are written and reported.
@@ -419,6 +420,7 @@ def _prepared(
 
 def protocol_2016(events: pd.DataFrame, raw_events: int, notes: list[str]) -> Prepared:
     """RSC15 as in the 2016 paper (see the module docstring); ``events`` in any order."""
+    release_unused()  # the raw file's columns are gone: their memory, before the sorts
     events = order_events(events)
     events, removed = filter_one_pass(events)
     _require_events(events, "after the session and item filters")
@@ -455,6 +457,7 @@ def protocol_2023(
     raw_events, removed, notes
         What the format module read and removed already; passed on to the report.
     """
+    release_unused()  # the raw files' columns are gone: their memory, before the sorts
     events = order_events(events)
     events, repeats = drop_consecutive_repeats(events)
     events, filtered, rounds = filter_until_stable(events)
