@@ -43,7 +43,7 @@ def _join(rank: int, target, port: int, tmp_path: Path, args: tuple) -> None:
     try:
         torch.save(target(rank, *args), tmp_path / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 def _grads(rows: list[int], inputs: list[int], base: float) -> Combined:

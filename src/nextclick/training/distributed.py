@@ -23,6 +23,7 @@ stops them all.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -97,6 +98,9 @@ def current() -> Group | None:
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # A DistributedDataParallel left in a reference cycle would otherwise be collected
+        # after its process group is gone, and abort the process.
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -154,11 +158,9 @@ def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     rank already, so they are not broadcast at every step)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    if device.type != "cuda":
-        return DistributedDataParallel(module, broadcast_buffers=False)
     # init_from_env made the LOCAL_RANK's GPU the current one.
-    ids = [torch.cuda.current_device()]
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
 
 def _device() -> str:
