@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nextclick.data import ItemIndex, encode_sessions
-from nextclick.data.batching import padded_rows
+from nextclick.data.batching import padded_rows, prefix_batches
 from nextclick.data.io import ITEM, SESSION, TIME
 from nextclick.errors import ConfigError
 from nextclick.models import create_model, load_model
@@ -118,6 +118,27 @@ def test_narm_attention_sums_to_one_over_real_positions(small_sessions):
         alpha = net.attention(states, last, real)
     torch.testing.assert_close(alpha.sum(dim=1), torch.ones(2))
     assert (alpha[0, 3:] == 0).all() and (alpha[0, :3] > 0).all()
+
+
+def test_prefix_batches_keep_the_last_or_the_first_clicks():
+    # One session of 5 items, its 4 prefixes cut to 2 clicks; rows hold indices + 1.
+    index = ItemIndex.from_items(np.arange(5))
+    session = encode_sessions(sessions_frame([[0, 1, 2, 3, 4]]), index).sessions
+    expected = {
+        "last": {2: (1,), 3: (1, 2), 4: (2, 3), 5: (3, 4)},
+        "first": {2: (1,), 3: (1, 2), 4: (1, 2), 5: (1, 2)},
+    }
+    for keep, rows in expected.items():
+        (batch,) = prefix_batches(session, 8, 2, np.random.default_rng(0), keep=keep)
+        got = {int(t): tuple(int(i) for i in row if i) for row, t in zip(batch.items, batch.targets)}
+        assert got == rows
+
+
+@pytest.mark.parametrize(("truncation", "read"), [("last", [1, 2]), ("first", [0, 1])])
+def test_narm_scores_the_clicks_its_truncation_keeps(small_sessions, truncation, read):
+    model, _ = fitted("narm", small_sessions, max_len=2, truncation=truncation)
+    np.testing.assert_array_equal(model.scores(np.array([[3, 4, 5]])),
+                                  model.scores(np.array([[3, 4, 5][i] for i in read])[None]))
 
 
 def test_stamp_clips_looked_up_vectors_not_the_stored_rows():

@@ -6,8 +6,8 @@
   (sessions in order of their first event's time). When no unused sessions remain, finished
   slots are dropped and the batch shrinks, so every event of every session is used.
 - **Padded prefixes** (NARM, STAMP, SR-GNN, GCE-GNN): every prefix ``s_1..s_k`` (k >= 1) of
-  a training session with its next item as target, the last ``max_len`` items of it kept,
-  shuffled with a seed and padded to the longest row of its batch.
+  a training session with its next item as target, the last ``max_len`` items of it kept
+  (or the first, as NARM's reference code does), shuffled with a seed and padded to the longest row of its batch.
 - **Padded sequences** (SASRec): every session once, its items but the last as inputs and
   the next item at every position as targets; not prefix-augmented.
 
@@ -27,6 +27,8 @@ import numpy as np
 from nextclick.data.sessions import SessionData
 
 Side = Literal["left", "right"]
+#: Which ``max_len`` clicks of a longer prefix a row keeps.
+Keep = Literal["last", "first"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +107,8 @@ def n_prefixes(sessions: SessionData) -> int:
     return n_pairs(sessions)
 
 
-def prefix_batches(sessions: SessionData, batch_size: int, max_len: int,
-                   rng: np.random.Generator, side: Side = "right") -> Iterator[Padded]:  # fmt: skip
+def prefix_batches(sessions: SessionData, batch_size: int, max_len: int, rng: np.random.Generator,
+                   side: Side = "right", keep: Keep = "last") -> Iterator[Padded]:  # fmt: skip
     """One epoch of shuffled prefix batches (see the module docstring)."""
     session_start = np.repeat(sessions.offsets[:-1], sessions.lengths)
     # Every click but a session's first is the target of the prefix before it.
@@ -115,7 +117,8 @@ def prefix_batches(sessions: SessionData, batch_size: int, max_len: int,
     for b in range(0, len(order), batch_size):
         chosen = target_at[order[b : b + batch_size]]
         size = np.minimum(chosen - session_start[chosen], max_len)
-        yield Padded(padded_rows(sessions.items, chosen, size, side), size,
+        ends = chosen if keep == "last" else session_start[chosen] + size
+        yield Padded(padded_rows(sessions.items, ends, size, side), size,
                      sessions.items[chosen] + 1)  # fmt: skip
 
 

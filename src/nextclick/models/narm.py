@@ -22,7 +22,7 @@ Where nextclick differs from the Theano reference (``lijingsdu/sessionRec_NARM``
   (clip(0.2 x + 0.5, 0, 1)) is the reference code's.
 - Sessions are cut to their **last** ``max_len`` = 19 clicks (the reference keeps the first
   19 of longer prefixes, train and test): the recent clicks are the ones that matter when
-  predicting the next.
+  predicting the next. ``truncation="first"`` is the reference's rule.
 - Dropout is inverted (scaled at training), the reference's is not (scaled at inference):
   the same function up to a rescaling that the next layer absorbs.
 - Row 0 of E (the pad) is zero and never scored; the reference scores it.
@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from nextclick.data.batching import Keep
 from nextclick.models.base import check
 from nextclick.models.neural import Network, NeuralConfig, NeuralRecommender, normal_
 
@@ -62,6 +63,9 @@ class NARMConfig(NeuralConfig):
         Dropout of the embedded clicks and of the session representation [c_l ; c_g].
     attention_gate
         ``sigmoid`` (the paper) or ``hard_sigmoid`` (the reference code).
+    truncation
+        Which ``max_len`` clicks of a longer session are read: ``last`` (nextclick) or
+        ``first`` (the reference code).
     """
 
     n_epochs: int = 30
@@ -72,6 +76,7 @@ class NARMConfig(NeuralConfig):
     emb_dropout: float = 0.25
     ct_dropout: float = 0.5
     attention_gate: Literal["sigmoid", "hard_sigmoid"] = "sigmoid"
+    truncation: Keep = "last"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,6 +86,7 @@ class NARMConfig(NeuralConfig):
         check(0 <= self.ct_dropout < 1, "ct_dropout", "a probability in [0, 1)")
         check(self.attention_gate in ("sigmoid", "hard_sigmoid"), "attention_gate",
               "'sigmoid' or 'hard_sigmoid'")  # fmt: skip
+        check(self.truncation in ("last", "first"), "truncation", "'last' or 'first'")
 
 
 class NARMNetwork(Network):
@@ -153,3 +159,7 @@ class NARM(NeuralRecommender):
 
     def _network(self, n_items: int) -> NARMNetwork:
         return NARMNetwork(n_items, self.config)
+
+    @property
+    def kept_clicks(self) -> Keep:
+        return self.config.truncation

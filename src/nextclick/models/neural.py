@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nextclick.data.batching import Padded, Side, n_pairs, prefix_batches
+from nextclick.data.batching import Keep, Padded, Side, n_pairs, prefix_batches
 from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
@@ -202,13 +202,20 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
     def _network(self, n_items: int) -> Network:
         """A freshly initialised network for ``n_items`` items (the torch RNG is seeded)."""
 
+    @property
+    def kept_clicks(self) -> Keep:
+        """Which ``max_len`` clicks of a longer session the network reads, in training and
+        scoring alike."""
+        return "last"
+
     def _optimizer(self, network: Network) -> torch.optim.Optimizer:
         cfg = self.config
         return torch.optim.Adam(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.l2)
 
     def _batches(self, train: SessionData, rng: np.random.Generator) -> Iterable[Padded]:
         cfg = self.config
-        return prefix_batches(train, cfg.batch_size, cfg.max_len, rng, self.padding_side)
+        return prefix_batches(train, cfg.batch_size, cfg.max_len, rng, self.padding_side,
+                              self.kept_clicks)  # fmt: skip
 
     def _loss(self, network: Network, batch: Padded, rng: np.random.Generator) -> Tensor:
         """Mean loss over the batch's targets (``rng``: for sampled candidates)."""
@@ -309,7 +316,9 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         if length == 0:  # no click yet: nothing to read, every item alike
             out[:] = 0.0
             return out
-        items = torch.as_tensor(state[:, -self.config.max_len :] + 1, device=self.device)
+        max_len = self.config.max_len
+        window = state[:, -max_len:] if self.kept_clicks == "last" else state[:, :max_len]
+        items = torch.as_tensor(window + 1, device=self.device)
         lengths = torch.full((n,), items.shape[1], dtype=torch.int64, device=self.device)
         rows = self.score_rows
         for r in range(0, n, rows):
