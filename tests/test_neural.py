@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nextclick.data import ItemIndex, encode_sessions
-from nextclick.data.batching import padded_rows, prefix_batches
+from nextclick.data.batching import equal_length_batches, padded_rows, prefix_batches
 from nextclick.data.io import ITEM, SESSION, TIME
 from nextclick.errors import ConfigError
 from nextclick.models import create_model, load_model
@@ -130,8 +130,28 @@ def test_prefix_batches_keep_the_last_or_the_first_clicks():
     }
     for keep, rows in expected.items():
         (batch,) = prefix_batches(session, 8, 2, np.random.default_rng(0), keep=keep)
-        got = {int(t): tuple(int(i) for i in row if i) for row, t in zip(batch.items, batch.targets)}
+        pairs = zip(batch.items, batch.targets, strict=True)
+        got = {int(t): tuple(int(i) for i in row if i) for row, t in pairs}
         assert got == rows
+
+
+def test_equal_length_batches_step_through_each_chunks_prefixes_without_pads():
+    sessions = [[0, 1, 2], [3, 4], [5, 6, 7], [8, 9], [0, 2, 4, 6]]
+    index = ItemIndex.from_items(np.arange(10))
+    data = encode_sessions(sessions_frame(sessions), index).sessions
+    batches = list(equal_length_batches(data, 8, 50, np.random.default_rng(0)))
+    got = [(sorted(tuple(int(i) for i in row) for row in b.items), sorted(b.targets.tolist()))
+           for b in batches]  # fmt: skip
+    by_length = {  # per session length, its chunk's batches in order (rows hold indices + 1)
+        2: [([(4,), (9,)], [5, 10])],
+        3: [([(1,), (6,)], [2, 7]), ([(1, 2), (6, 7)], [3, 8])],
+        4: [([(1,)], [3]), ([(1, 3)], [5]), ([(1, 3, 5)], [7])],
+    }
+    assert sorted(got) == sorted(b for chunk in by_length.values() for b in chunk)
+    for chunk in by_length.values():  # each chunk's steps are consecutive, shortest first
+        first = got.index(chunk[0])
+        assert got[first : first + len(chunk)] == chunk
+    assert all((b.lengths == b.items.shape[1]).all() for b in batches)
 
 
 @pytest.mark.parametrize(("truncation", "read"), [("last", [1, 2]), ("first", [0, 1])])
@@ -255,11 +275,13 @@ LEARN = {
 N_SESSIONS = {"gcegnn": 600}
 
 
-@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("name", [*NEURAL, "stamp:equal_length"])
 def test_each_model_learns_the_pattern_to_recall_at_1(name):
+    name, _, batching = name.partition(":")  # STAMP also with the reference's batches
+    params = {**LEARN[name], **({"batching": batching} if batching else {})}
     rng = np.random.default_rng(11)
     model, index = fitted(name, pattern(rng, N_SESSIONS.get(name, 1500)), batch_size=64,
-                          **LEARN[name])  # fmt: skip
+                          **params)  # fmt: skip
     held_out = pattern(rng, 200)
     # Only the targets the pattern determines: every chain step, and the click after a
     # marker (a marker itself is random).

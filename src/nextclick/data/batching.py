@@ -7,7 +7,11 @@
   slots are dropped and the batch shrinks, so every event of every session is used.
 - **Padded prefixes** (NARM, STAMP, SR-GNN, GCE-GNN): every prefix ``s_1..s_k`` (k >= 1) of
   a training session with its next item as target, the last ``max_len`` items of it kept
-  (or the first, as NARM's reference code does), shuffled with a seed and padded to the longest row of its batch.
+  (or the first, as NARM's reference code does), shuffled with a seed and padded to the
+  longest row of its batch.
+- **Equal-length sessions** (STAMP's reference code): sessions grouped by length, the groups
+  in random order, each group shuffled and cut into chunks of ``batch_size``; a chunk gives
+  one batch per prefix length, shortest first, with no padding.
 - **Padded sequences** (SASRec): every session once, its items but the last as inputs and
   the next item at every position as targets; not prefix-augmented.
 
@@ -120,6 +124,23 @@ def prefix_batches(sessions: SessionData, batch_size: int, max_len: int, rng: np
         ends = chosen if keep == "last" else session_start[chosen] + size
         yield Padded(padded_rows(sessions.items, ends, size, side), size,
                      sessions.items[chosen] + 1)  # fmt: skip
+
+
+def equal_length_batches(sessions: SessionData, batch_size: int, max_len: int,
+                         rng: np.random.Generator) -> Iterator[Padded]:  # fmt: skip
+    """One epoch of equal-length session batches (see the module docstring); prefixes longer
+    than ``max_len`` keep their last ``max_len`` items."""
+    lengths = sessions.lengths
+    usable = np.flatnonzero(lengths >= 2)
+    groups = [usable[lengths[usable] == n] for n in np.unique(lengths[usable])]
+    for g in rng.permutation(len(groups)):
+        members = rng.permutation(groups[g])
+        for b in range(0, len(members), batch_size):
+            start = sessions.offsets[members[b : b + batch_size]]
+            for k in range(1, int(lengths[members[0]])):
+                size = np.full(len(start), min(k, max_len))
+                yield Padded(padded_rows(sessions.items, start + k, size, "right"), size,
+                             sessions.items[start + k] + 1)  # fmt: skip
 
 
 def sequence_batches(sessions: SessionData, batch_size: int, max_len: int,

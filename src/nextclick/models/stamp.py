@@ -18,7 +18,9 @@ each gradient tensor clipped to L2 norm ``grad_clip`` (150 RSC15, 110 CIKM16). T
 sums the loss over the batch, so its clipping acts on summed gradients: nextclick averages
 the loss and clips at ``grad_clip / batch``, the same direction and the same Adam step up to
 Adam's epsilon. The reference trains on batches of sessions of equal length, one step per
-prefix length; nextclick shuffles padded prefixes (the masks make them equal). The
+prefix length; nextclick shuffles padded prefixes by default (the masks make each row's
+scores equal; the steps differ: the reference's many small batches of one session length
+weigh long sessions more), ``batching="equal_length"`` is the reference's. The
 reference reads whole sessions; nextclick keeps the last ``max_len`` = 50 clicks (the rule
 of every model here; longer sessions are rare in the benchmarks). Presets: ``yoochoose1_64``
 (0.003, clip 150), ``yoochoose1_4`` (the 1/4 log: 0.005, clip 10), ``diginetica`` (0.005,
@@ -27,12 +29,16 @@ input norm 1.5, clip 110).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nextclick.data.batching import Padded, equal_length_batches
+from nextclick.data.sessions import SessionData
 from nextclick.models.base import check
 from nextclick.models.neural import (
     Network,
@@ -57,6 +63,9 @@ class STAMPConfig(NeuralConfig):
         L2 norm each gradient tensor of the summed loss is clipped to (0: none).
     weight_std, emb_std
         Standard deviations of the initial weights and embeddings.
+    batching
+        ``prefixes`` (shuffled padded prefixes, nextclick) or ``equal_length`` (the
+        reference's batches of sessions of one length, a step per prefix length).
     """
 
     n_epochs: int = 10
@@ -68,6 +77,7 @@ class STAMPConfig(NeuralConfig):
     grad_clip: float = 150.0
     weight_std: float = 0.05
     emb_std: float = 0.002
+    batching: Literal["prefixes", "equal_length"] = "prefixes"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +85,8 @@ class STAMPConfig(NeuralConfig):
         check(self.emb_max_norm >= 0, "emb_max_norm", "a number >= 0 (0: no clipping)")
         check(self.grad_clip >= 0, "grad_clip", "a number >= 0 (0: no clipping)")
         check(self.weight_std > 0 and self.emb_std > 0, "weight_std", "positive deviations")
+        check(self.batching in ("prefixes", "equal_length"), "batching",
+              "'prefixes' or 'equal_length'")  # fmt: skip
 
 
 class STAMPNetwork(Network):
@@ -126,6 +138,12 @@ class STAMP(NeuralRecommender):
 
     def _network(self, n_items: int) -> STAMPNetwork:
         return STAMPNetwork(n_items, self.config)
+
+    def _batches(self, train: SessionData, rng: np.random.Generator) -> Iterable[Padded]:
+        cfg = self.config
+        if cfg.batching == "equal_length":
+            return equal_length_batches(train, cfg.batch_size, cfg.max_len, rng)
+        return super()._batches(train, rng)
 
     def _clip(self, network: STAMPNetwork, n_targets: float) -> None:
         # The reference clips the gradients of the loss summed over the batch; ours are of
