@@ -40,6 +40,13 @@ bench-models: $(STAMP)
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs $$sasrec --out docs/benchmarks/sasrec_$$d.json; \
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs $$sampled --out docs/benchmarks/sasrec_sampled_$$d.json; \
 	done
+	# Ablations towards the published figures, at the epochs chosen above.
+	$(BIN)/python bench/srgnn_accuracy.py --model narm --param truncation=first --data $(SRGNN)/yoochoose1_64-srgnn \
+	  --curve docs/benchmarks/narm_yoochoose1_64.json --out docs/benchmarks/narm_first19_yoochoose1_64.json
+	$(BIN)/python bench/srgnn_accuracy.py --model stamp --preset diginetica --param learning_rate=0.003 --data $(SRGNN)/diginetica-srgnn \
+	  --curve docs/benchmarks/stamp_diginetica.json --out docs/benchmarks/stamp_lr003_diginetica.json
+	$(BIN)/python bench/srgnn_accuracy.py --model stamp --preset diginetica --param learning_rate=0.003 --param batching=equal_length \
+	  --data $(SRGNN)/diginetica-srgnn --curve docs/benchmarks/stamp_diginetica.json --out docs/benchmarks/stamp_reference_diginetica.json
 
 # Full size on one machine (synthetic logs in bench-work/, about an hour on 2 cores):
 # RSC15-size prepare + one GRU4Rec epoch, and a million-item catalogue.

@@ -152,6 +152,21 @@ def test_equal_length_batches_step_through_each_chunks_prefixes_without_pads():
         first = got.index(chunk[0])
         assert got[first : first + len(chunk)] == chunk
     assert all((b.lengths == b.items.shape[1]).all() for b in batches)
+    # One session per chunk; the length-4 session's third prefix cut to its last 2 clicks.
+    batches = list(equal_length_batches(data, 1, 2, np.random.default_rng(0)))
+    rows = sorted((tuple(int(i) for i in b.items[0]), int(b.targets[0])) for b in batches)
+    assert len(batches) == 9 and all(len(b) == 1 for b in batches)
+    assert ((3, 5), 7) in rows and ((1, 3, 5), 7) not in rows
+
+
+def test_narm_trains_on_the_clicks_its_truncation_keeps():
+    index = ItemIndex.from_items(np.arange(5))
+    session = encode_sessions(sessions_frame([[0, 1, 2, 3, 4]]), index).sessions
+    model = create_model("narm", {"truncation": "first", "max_len": 2, "batch_size": 8})
+    (batch,) = model._batches(session, np.random.default_rng(0))
+    assert sorted(tuple(int(i) for i in row if i) for row in batch.items) == [
+        (1,), (1, 2), (1, 2), (1, 2)
+    ]
 
 
 @pytest.mark.parametrize(("truncation", "read"), [("last", [1, 2]), ("first", [0, 1])])

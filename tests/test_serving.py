@@ -237,6 +237,17 @@ def test_history_is_bounded_and_replayed_after_reload(model_dirs, popular_ids):
         assert_same(pairs(after), expected(model_dirs["gru4rec-other"], clicks[-MAX_ITEMS:], 10))
 
 
+def test_a_model_reading_the_first_clicks_keeps_those_past_the_bound(model_dirs, popular_ids):
+    clicks = [popular_ids[i % 20] for i in range(MAX_ITEMS + 5)]
+    with client(model_dirs["narm-first"]) as c:
+        for item in clicks:
+            last = c.post("/v1/sessions/long/events", json={"item_id": item, "k": 10}).json()
+        assert c.get("/v1/sessions/long").json()["items"] == clicks[:MAX_ITEMS]
+    # NARM with truncation=first reads clicks[:3] however long the session grows.
+    assert_same(pairs(last), expected(model_dirs["narm-first"], clicks, 10))
+    assert_same(pairs(last), expected(model_dirs["narm-first"], clicks[:3], 10))
+
+
 # -- a real server on loopback ---------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from nextclick import __version__
+from nextclick.data.batching import Keep
 from nextclick.data.io import atomic_path
 from nextclick.data.items import ItemIndex
 from nextclick.data.sessions import SessionData
@@ -143,6 +144,12 @@ class Recommender(ABC):
     #: Whether ``pack_states`` keeps something the session's item list cannot cheaply
     #: rebuild (a recurrent model's hidden vectors).
     keeps_state: ClassVar[bool] = False
+
+    @property
+    def kept_clicks(self) -> Keep:
+        """Which clicks of a long session the model reads, the ``last`` (the recent ones) or
+        the ``first``: what the service keeps when it bounds a session's history."""
+        return "last"
 
     def pack_states(self, state: State) -> list[bytes]:
         """Each session of ``state`` as bytes (models with ``keeps_state``)."""

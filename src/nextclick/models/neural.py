@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nextclick.data.batching import Keep, Padded, Side, n_pairs, prefix_batches
+from nextclick.data.batching import Padded, Side, n_pairs, prefix_batches
 from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
@@ -125,7 +125,8 @@ class NeuralConfig:
     n_sample
         Extra uniform candidates of the sampled loss.
     max_len
-        Items of a session the network reads: the last ``max_len``.
+        Items of a session the network reads: the last ``max_len`` (the first, in training
+        and scoring alike, for a model whose ``kept_clicks`` is ``first``).
     seed
         Seed of initialisation, shuffling, dropout and samples.
     """
@@ -201,12 +202,6 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
     @abstractmethod
     def _network(self, n_items: int) -> Network:
         """A freshly initialised network for ``n_items`` items (the torch RNG is seeded)."""
-
-    @property
-    def kept_clicks(self) -> Keep:
-        """Which ``max_len`` clicks of a longer session the network reads, in training and
-        scoring alike."""
-        return "last"
 
     def _optimizer(self, network: Network) -> torch.optim.Optimizer:
         cfg = self.config

@@ -147,8 +147,10 @@ class Engine:
             events = record.events
             if op.event_id is not None:
                 events = (*events, op.event_id)[-MAX_ITEMS:]
-            records[c] = replace(record, items=(*record.items, op.item)[-MAX_ITEMS:],
-                                 clicks=record.clicks + 1, events=events)  # fmt: skip
+            items = (*record.items, op.item)
+            items = items[-MAX_ITEMS:] if self.model.kept_clicks == "last" else items[:MAX_ITEMS]
+            records[c] = replace(record, items=items, clicks=record.clicks + 1,
+                                 events=events)  # fmt: skip
             if not unknown:
                 stepping.append((c, self.lookup(op.item)))
         if stepping and self.model.keeps_state:

@@ -25,8 +25,9 @@ import orjson
 
 from nextclick.errors import NextclickError
 
-#: Clicks (and client event ids) a session keeps: its recent history, replayed after a model
-#: reload, and the ids that make a retried click count once.
+#: Clicks (and client event ids) a session keeps: its recent history (its first clicks for a
+#: model whose ``kept_clicks`` is ``first``), replayed after a model reload, and the ids that
+#: make a retried click count once.
 MAX_ITEMS = 50
 
 
@@ -34,7 +35,7 @@ MAX_ITEMS = 50
 class SessionRecord:
     """What the service keeps of one session."""
 
-    items: tuple[Any, ...] = ()  # raw ids of the recent clicks, oldest first
+    items: tuple[Any, ...] = ()  # raw ids of the kept clicks, oldest first
     state: bytes = b""  # the model's packed state after ``items`` (models with keeps_state)
     version: str = ""  # model version that made ``state``
     clicks: int = 0  # clicks recorded, unknown items included
