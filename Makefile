@@ -30,6 +30,8 @@ test: $(STAMP)
 # The follow-up models on the SR-GNN benchmark splits (hours on 2 cores): epochs chosen on
 # train_tr -> train_valid, then the test split; JSON in docs/benchmarks/.
 SRGNN   := ../shared/data
+# Then the ablations towards the published figures (NARM's first-19 cut, STAMP's reference
+# learning rate and batches), at the epochs chosen above.
 # Most epochs tried (DATASET:NARM:STAMP:SASREC:SASREC-SAMPLED): fewer on diginetica, whose
 # epochs take four to five times as long (twice the prefixes, 2.5 times the items).
 bench-models: $(STAMP)
@@ -40,7 +42,6 @@ bench-models: $(STAMP)
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs $$sasrec --out docs/benchmarks/sasrec_$$d.json; \
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs $$sampled --out docs/benchmarks/sasrec_sampled_$$d.json; \
 	done
-	# Ablations towards the published figures, at the epochs chosen above.
 	$(BIN)/python bench/srgnn_accuracy.py --model narm --param truncation=first --data $(SRGNN)/yoochoose1_64-srgnn \
 	  --curve docs/benchmarks/narm_yoochoose1_64.json --out docs/benchmarks/narm_first19_yoochoose1_64.json
 	$(BIN)/python bench/srgnn_accuracy.py --model stamp --preset diginetica --param learning_rate=0.003 --data $(SRGNN)/diginetica-srgnn \
