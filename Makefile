@@ -35,7 +35,7 @@ SRGNN   := ../shared/data
 # Most epochs tried (DATASET:NARM:STAMP:SASREC:SASREC-SAMPLED): fewer on diginetica, whose
 # epochs take four to five times as long (twice the prefixes, 2.5 times the items).
 bench-models: $(STAMP)
-	set -e; for run in yoochoose1_64:12:6:8:8 diginetica:7:3:2:5; do \
+	set -e; for run in yoochoose1_64:12:6:8:8 diginetica:7:3:8:5; do \
 	  IFS=:; set -- $$run; d=$$1; narm=$$2; stamp=$$3; sasrec=$$4; sampled=$$5; \
 	  $(BIN)/python bench/srgnn_accuracy.py --model narm --data $(SRGNN)/$$d-srgnn --max-epochs $$narm --out docs/benchmarks/narm_$$d.json; \
 	  $(BIN)/python bench/srgnn_accuracy.py --model stamp --preset $$d --data $(SRGNN)/$$d-srgnn --max-epochs $$stamp --out docs/benchmarks/stamp_$$d.json; \
