@@ -20,13 +20,12 @@ the loss and clips at ``grad_clip / batch``, the same direction and the same Ada
 Adam's epsilon. The reference trains on batches of sessions of equal length, one step per
 prefix length; nextclick shuffles padded prefixes by default (the masks make each row's
 scores equal; the steps differ: the reference's many small batches of one session length
-weigh long sessions more), ``batching="equal_length"`` is the reference's (under torchrun,
-where every rank takes as many steps as the one with fewest, a rank may drop the last steps
-of a chunk). The
-reference reads whole sessions; nextclick keeps the last ``max_len`` = 50 clicks (the rule
-of every model here; longer sessions are rare in the benchmarks). Presets: ``yoochoose1_64``
-(0.003, clip 150), ``yoochoose1_4`` (the 1/4 log: 0.005, clip 10), ``diginetica`` (0.005,
-input norm 1.5, clip 110).
+weigh long sessions more), and ``batching="equal_length"`` is the reference's (under
+torchrun, where every rank takes as many steps as the one with fewest, a rank may drop the
+last steps of a chunk). The reference reads whole sessions; nextclick keeps the last
+``max_len`` = 50 clicks (the rule of every model here; longer sessions are rare in the
+benchmarks). Presets: ``yoochoose1_64`` (0.003, clip 150), ``yoochoose1_4`` (the 1/4 log:
+0.005, clip 10), ``diginetica`` (0.005, input norm 1.5, clip 110).
 """
 
 from __future__ import annotations
