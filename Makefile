@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    := data/rsc15-100k
 
-.PHONY: venv demo test test-slow lint bench bench-models bench-scale clean
+.PHONY: venv demo test test-slow lint bench bench-models bench-compare bench-scale clean
 
 venv: $(STAMP)
 
@@ -42,12 +42,28 @@ bench-models: $(STAMP)
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --data $(SRGNN)/$$d-srgnn --max-epochs $$sasrec --out docs/benchmarks/sasrec_$$d.json; \
 	  $(BIN)/python bench/srgnn_accuracy.py --model sasrec --param loss=sampled --data $(SRGNN)/$$d-srgnn --max-epochs $$sampled --out docs/benchmarks/sasrec_sampled_$$d.json; \
 	done
+	$(BIN)/python bench/srgnn_accuracy.py --model srgnn --data $(SRGNN)/yoochoose1_64-srgnn --max-epochs 6 --out docs/benchmarks/srgnn_yoochoose1_64.json
+	$(BIN)/python bench/srgnn_accuracy.py --model gcegnn --preset tmall --data $(SRGNN)/tmall-gcegnn --max-epochs 4 --out docs/benchmarks/gcegnn_tmall.json
+	$(BIN)/python bench/srgnn_accuracy.py --model srgnn --data $(SRGNN)/diginetica-srgnn --max-epochs 6 --out docs/benchmarks/srgnn_diginetica.json
+	$(BIN)/python bench/srgnn_accuracy.py --model gcegnn --preset diginetica --data $(SRGNN)/diginetica-srgnn --max-epochs 4 --out docs/benchmarks/gcegnn_diginetica.json
 	$(BIN)/python bench/srgnn_accuracy.py --model narm --param truncation=first --data $(SRGNN)/yoochoose1_64-srgnn \
 	  --curve docs/benchmarks/narm_yoochoose1_64.json --out docs/benchmarks/narm_first19_yoochoose1_64.json
 	$(BIN)/python bench/srgnn_accuracy.py --model stamp --preset diginetica --param learning_rate=0.003 --data $(SRGNN)/diginetica-srgnn \
 	  --curve docs/benchmarks/stamp_diginetica.json --out docs/benchmarks/stamp_lr003_diginetica.json
 	$(BIN)/python bench/srgnn_accuracy.py --model stamp --preset diginetica --param learning_rate=0.003 --param batching=equal_length \
 	  --data $(SRGNN)/diginetica-srgnn --curve docs/benchmarks/stamp_diginetica.json --out docs/benchmarks/stamp_reference_diginetica.json
+
+# Issue 12's comparison: `nextclick benchmark` on the three SR-GNN / GCE-GNN splits, every
+# model, 20 min per neural model and 5 per kNN model (27 shares of 5 min), hours per dataset
+# on 2 cores; the same command again resumes where it stopped (bench-work/compare/).
+MODELS  := gru4rec,narm,stamp,sasrec,srgnn,gcegnn,vsknn,sknn,itemknn,bprmf,spop,pop
+bench-compare: $(STAMP)
+	set -e; for d in yoochoose1_64-srgnn diginetica-srgnn tmall-gcegnn; do \
+	  test -f bench-work/compare/$$d/split/test.tsv.gz || $(BIN)/nextclick prepare srgnn-benchmark \
+	    $(SRGNN)/$$d/train_sessions.tsv.gz $(SRGNN)/$$d/test_sessions.tsv.gz --out bench-work/compare/$$d/split; \
+	  $(BIN)/nextclick benchmark bench-work/compare/$$d/split --models $(MODELS) --budget 2h15m \
+	    --out bench-work/compare/$$d/out; \
+	done
 
 # Full size on one machine (synthetic logs in bench-work/, about an hour on 2 cores):
 # RSC15-size prepare + one GRU4Rec epoch, and a million-item catalogue.
