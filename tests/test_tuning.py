@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -15,9 +16,11 @@ import pytest
 from nextclick.api import tune
 from nextclick.cli import main
 from nextclick.config import build_config, read_toml
+from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.errors import ConfigError
 from nextclick.models import model_class
 from nextclick.tuning.space import BUILTIN, load_space, parse_space
+from nextclick.tuning.study import Objective, TuneData, open_study, run_study, trials_table
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
 TRAIN_TR = DATA / "yoochoose-clicks-100k_train_tr.txt.gz"
@@ -121,15 +124,58 @@ def test_failing_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp
 def test_neural_trials_report_the_validation_metric_each_epoch(tmp_path, model, fixed):
     space = tmp_path / "space.toml"
     space.write_text(
-        f"model = '{model}'\n[fixed]\nn_epochs = 2\n{fixed}"
+        f"model = '{model}'\n[fixed]\nn_epochs = 3\n{fixed}"
         "[params.learning_rate]\ntype = 'float'\nlow = 0.001\nhigh = 0.1\nlog = true\n"
     )  # fmt: skip
     result = tune(model, TRAIN_TR, VALID, space, trials=2, seed=0, tune_dir=tmp_path)
+    # The first trial is the model's published learning rate (inside the range).
+    default = model_class(model).Config().learning_rate
+    assert result.trials[0]["params"] == {"learning_rate": default}
     for trial in result.trials:
         assert trial["state"] == "COMPLETE"
-        assert list(trial["intermediate"]) == ["1", "2"]
-        # The trial's value is the validation metric after its last epoch.
-        assert trial["value"] == trial["intermediate"]["2"]
+        curve = [trial["intermediate"][str(e)] for e in (1, 2, 3)]
+        # The trial's value is its best epoch's validation metric; that epoch is recorded.
+        assert trial["value"] == max(curve)
+        assert trial["best_epoch"] == curve.index(max(curve)) + 1
+        assert trial["stopped_at_epoch"] is None
+    # The tuned n_epochs is the best trial's best epoch, not the fixed 3.
+    best = max(result.trials, key=lambda t: t["value"])
+    assert read_toml(result.best_params_file) == {
+        **load_space(space).fixed, "learning_rate": best["params"]["learning_rate"],
+        "n_epochs": best["best_epoch"],
+    }  # fmt: skip
+
+
+def test_a_trial_running_at_the_deadline_ends_after_its_epoch_with_what_it_has(tmp_path):
+    space = parse_space("[fixed]\nn_epochs = 4\nlayers = 16\nn_sample = 64\n"
+                        "[params.learning_rate]\ntype = 'float'\nlow = 0.01\nhigh = 0.1\n",
+                        "s.toml")  # fmt: skip
+    index = ItemIndex.from_items(read_events(TRAIN_TR)["ItemId"].to_numpy())
+    data = TuneData(encode_sessions(read_events(TRAIN_TR), index).sessions, index,
+                    encode_sessions(read_events(VALID), index))  # fmt: skip
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", seed=0)
+    objective = Objective("gru4rec", space, data, "mrr@20", deadline=time.monotonic() - 1)
+    run_study(study, objective, trials=1, timeout=None)
+    [trial] = trials_table(study)
+    assert trial["state"] == "COMPLETE"
+    assert trial["stopped_at_epoch"] == 1 and list(trial["intermediate"]) == ["1"]
+    assert trial["value"] == trial["intermediate"]["1"] and trial["best_epoch"] == 1
+
+
+def test_the_first_trial_is_the_defaults_that_lie_inside_the_space():
+    space = parse_space(
+        "[params.k]\ntype = 'int'\nlow = 50\nhigh = 500\nstep = 50\n"
+        "[params.alpha]\ntype = 'float'\nlow = 0.1\nhigh = 0.9\nstep = 0.2\n"
+        "[params.mode]\ntype = 'categorical'\nchoices = [1, 'b']\n"
+        "[params.lr]\ntype = 'float'\nlow = 0.001\nhigh = 0.1\nlog = true\n", "s.toml"
+    )  # fmt: skip
+    # k=100 is on the grid, alpha=0.4 is not, True is not the choice 1, lr lies inside.
+    assert space.defaults({"k": 100, "alpha": 0.4, "mode": True, "lr": 0.01, "other": 3}) == {
+        "k": 100, "lr": 0.01,
+    }  # fmt: skip
+    assert space.defaults({"k": 525, "alpha": 0.5, "mode": "b", "lr": 0.2}) == {
+        "alpha": 0.5, "mode": "b",
+    }  # fmt: skip
 
 
 def test_two_worker_processes_share_one_study_without_duplicates_or_losses(tmp_path):

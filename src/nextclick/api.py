@@ -6,6 +6,7 @@ loop calls.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -178,7 +179,12 @@ def tune(
     tune_dir = Path(tune_dir)
     storage = storage or sqlite_url(tune_dir / f"{study_name}.db")
     study = open_study(storage, study_name, seed)
-    run_study(study, Objective(model, parsed, data, metric, device), trials=trials,
+    if not study.get_trials(deepcopy=False):
+        # The published setting first: a short budget then never ends below it.
+        first = parsed.defaults(dataclasses.asdict(model_class(model).Config()))
+        study.enqueue_trial(first, skip_if_exists=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    run_study(study, Objective(model, parsed, data, metric, device, deadline), trials=trials,
               timeout=timeout)  # fmt: skip
     table = trials_table(study)
     if not any(t["state"] == "COMPLETE" for t in table):
@@ -189,10 +195,14 @@ def tune(
         )
     best = study.best_trial
     params = parsed.values(best.params)
+    epoch = best.user_attrs.get("best_epoch")
+    if epoch is not None:  # the epochs are chosen on validation like every other parameter
+        params["n_epochs"] = epoch
     path = Path(best_params_file or tune_dir / f"{study_name}.best.toml")
     write_params(path, params, comment=(
         f"nextclick tune: best of study {study_name} ({len(table)} trials)\n"
-        f"{metric} on {Path(valid_file).name} = {best.value:.6f} (trial {best.number})"
+        f"{metric} on {Path(valid_file).name} = {best.value:.6f} (trial {best.number}"
+        + (f", after epoch {epoch})" if epoch is not None else ")")
     ))  # fmt: skip
     return TuneResult(study_name, storage, float(best.value), params, path, table,
                       _importances(study))  # fmt: skip

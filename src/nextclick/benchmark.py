@@ -8,7 +8,10 @@ ties, both unknown-item variants), and write a run record; then the report of al
 The budget is split by weight: a model trained in epochs (the neural models) weighs 4, a
 model with a search space that trains at once (the kNN models) weighs 1, so 2 h over
 GRU4Rec, NARM, V-SKNN and Item-KNN gives 48 min to each neural model and 12 min to each kNN
-model. A model without a search space (POP, S-POP, BPR-MF) is trained once with its defaults,
+model. A trial still running when its model's budget is spent ends after its current
+epoch, keeping the epochs it has (so a model overruns by at most one epoch and a validation),
+and the retraining on ``train_full`` runs the best trial's best validation epoch. A model
+without a search space (POP, S-POP, BPR-MF) is trained once with its defaults,
 outside the budget. A model's budget counts the seconds of its study's finished trials,
 whichever process ran them: started again, the command skips the models it finished
 (``OUT/benchmark.json``) and resumes a model's study with what is left of its budget; with an

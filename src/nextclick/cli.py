@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameter space: a TOML file or a built-in one (gru4rec-cross-entropy, "
                         "gru4rec-bpr-max, itemknn, sknn, vsknn)")  # fmt: skip
     p.add_argument("--trials", type=int, help="stop when the study holds this many trials")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="end the study after this long (a running trial ends after its epoch)")
     p.add_argument("--metric", default="mrr@20", help="what to maximise (mrr@20)")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in runs/tune/)")
     p.add_argument("--study", help="study name (default MODEL-SPACE); an existing one resumes")

@@ -34,6 +34,7 @@ class EpochStats:
     batches_per_second: float
     events_per_second: float
     learning_rate: float | None = None  # in force during the epoch
+    n_epochs: int | None = None  # of the whole run
 
 
 def train_epochs(
@@ -84,7 +85,8 @@ def train_epochs(
                 f"{name}: loss is {loss} in epoch {epoch}; try a lower learning_rate"
             )
         rate = None if learning_rate is None else learning_rate()
-        stats = EpochStats(epoch, loss, seconds, n_batches / seconds, seen / seconds, rate)
+        stats = EpochStats(epoch, loss, seconds, n_batches / seconds, seen / seconds, rate,
+                           n_epochs)
         log.info(
             "%s epoch %d: loss %.6f, %.2f s, %.1f mb/s, %.0f events/s",
             name, epoch, loss, seconds, stats.batches_per_second, stats.events_per_second,

@@ -53,6 +53,18 @@ class Range:
                                     step=self.step, log=self.log)  # fmt: skip
         return self.clean(value)
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this range can suggest (on its step grid)."""
+        if self.kind == "categorical":
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        if not low <= value <= high:
+            return False
+        step = self.step or (1 if self.kind == "int" else None)
+        return step is None or abs((value - low) / step - round((value - low) / step)) < 1e-9
+
     def clean(self, value: Any) -> Any:
         """A float on a step grid without its binary residue (0.7, not 0.7000000000000001)."""
         if self.kind != "float" or self.step is None:
@@ -78,6 +90,12 @@ class Space:
         """The model parameters of a trial: the fixed ones, then the searched ones."""
         ranges = {r.name: r for r in self.ranges}
         return {**self.fixed, **{k: ranges[k].clean(v) for k, v in searched.items()}}
+
+    def defaults(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The searched parameters whose value in ``config`` (a model's defaults, its
+        published setting) lies inside their range: the study's first trial."""
+        return {r.name: config[r.name] for r in self.ranges
+                if r.name in config and r.contains(config[r.name])}  # fmt: skip
 
 
 def load_space(name_or_path: str | Path) -> Space:

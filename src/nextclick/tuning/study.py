@@ -2,7 +2,12 @@
 
 Each trial trains the model on the training sessions and scores it on the validation
 sessions (the validation metric is the trial's value). Models trained in epochs (GRU4Rec)
-report the metric after every epoch, so that the median pruner can stop poor trials early.
+report the metric after every epoch, so that the median pruner can stop poor trials early;
+their value is the best epoch's, and that epoch is the tuned ``n_epochs`` (the epochs are
+chosen on validation like every other parameter). With a deadline (``--timeout``), a trial
+still running when it passes ends after its current epoch with the epochs it has, so a
+study overruns its time by at most one epoch and one validation. The study's first trial
+is the model's defaults (its published setting) where they lie inside the space.
 A trial that fails (a diverging loss, a combination the model refuses, an out-of-memory
 error) is recorded as failed with its reason, and the study goes on.
 
@@ -87,7 +92,8 @@ class Objective:
     """Train with a trial's parameters, return the validation ``metric``."""
 
     def __init__(self, model: str, space: Space, data: TuneData, metric: str,
-                 device: str = "cpu") -> None:  # fmt: skip
+                 device: str = "cpu", deadline: float | None = None) -> None:  # fmt: skip
+        self.deadline = deadline  # time.monotonic() after which a trial ends at its epoch
         self.model = model
         self.space = space
         self.data = data
@@ -113,21 +119,19 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.params(trial)
         started = time.perf_counter()
+        values: list[float] = []
         try:
             model = create_model(self.model, params).to(self.device)
-            values: list[float] = []
-
-            def report(stats: EpochStats) -> None:
-                value = self.validate(model)
-                values.append(value)
-                trial.report(value, stats.epoch)
-                trial.set_user_attr("epoch_losses", [*_losses(trial), stats.loss])
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}: {value:.4f}")
-
-            model.fit(self.data.train, self.data.item_index,
-                      on_epoch=report if model.trains_in_epochs else None)  # fmt: skip
-            value = values[-1] if values else self.validate(model)
+            try:
+                model.fit(self.data.train, self.data.item_index,
+                          on_epoch=self._reporter(trial, model, values)
+                          if model.trains_in_epochs else None)  # fmt: skip
+            except _OutOfTime as stop:
+                trial.set_user_attr("stopped_at_epoch", stop.epoch)
+                log.info("trial %d: the budget ran out; stopped after epoch %d", trial.number,
+                         stop.epoch)  # fmt: skip
+            if not values:
+                values.append(self.validate(model))
         except optuna.TrialPruned:
             raise
         except (NextclickError, ValueError, RuntimeError, MemoryError) as exc:
@@ -137,10 +141,39 @@ class Objective:
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
         trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+        best = max(range(len(values)), key=lambda i: (values[i], -i))
+        if model.trains_in_epochs:
+            trial.set_user_attr("best_epoch", best + 1)
+        value = values[best]
         if not math.isfinite(value):
             trial.set_user_attr("fail_reason", f"{self.metric} is {value}")
             raise NextclickError(f"{self.metric} is {value}")
         return value
+
+    def _reporter(self, trial: optuna.Trial, model: Any, values: list[float]) -> Any:
+        """The ``on_epoch`` callback: validate, report (the pruner may stop the trial here),
+        and end the trial at this epoch once the deadline has passed."""
+
+        def report(stats: EpochStats) -> None:
+            value = self.validate(model)
+            values.append(value)
+            trial.report(value, stats.epoch)
+            trial.set_user_attr("epoch_losses", [*_losses(trial), stats.loss])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}: {value:.4f}")
+            last = stats.n_epochs is not None and stats.epoch >= stats.n_epochs
+            if self.deadline is not None and not last and time.monotonic() >= self.deadline:
+                raise _OutOfTime(stats.epoch)
+
+        return report
+
+
+class _OutOfTime(Exception):
+    """Raised from ``on_epoch`` to end a trial at the deadline; it keeps its epochs so far."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"out of time after epoch {epoch}")
+        self.epoch = epoch
 
 
 def _losses(trial: optuna.Trial) -> list[float]:
@@ -173,7 +206,8 @@ def run_study(
 
 
 def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every trial: number, state, value, parameters, seconds, failure reason."""
+    """Every trial: number, state, value, parameters, seconds, failure reason, and for a
+    model trained in epochs its best epoch and the epoch the deadline stopped it at."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         seconds = (
@@ -185,5 +219,7 @@ def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
             "params": t.params, "seconds": seconds,
             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
             "fail_reason": t.user_attrs.get("fail_reason"),
+            "best_epoch": t.user_attrs.get("best_epoch"),
+            "stopped_at_epoch": t.user_attrs.get("stopped_at_epoch"),
         })  # fmt: skip
     return rows
