@@ -5,6 +5,7 @@ benchmark resumes without redoing finished models; bad inputs are one-line error
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,13 +57,19 @@ def test_benchmark_runs_every_model_reports_them_and_resumes(tmp_path, capsys):
     assert all(f"{label} (benchmark)" in page for label in finished)
     summary = (out / "results.md").read_text()
     assert summary.count("\n") == 2 + 3
-    # Interrupted and started again with one model more: the finished ones are not redone.
+    # Interrupted, moved (say, committed and cloned elsewhere) and started again with one
+    # model more: the finished ones are not redone, and the report still finds their runs.
     runs_before = {label: r["run_dir"] for label, r in finished.items()}
+    moved = tmp_path / "elsewhere" / "bench"
+    shutil.move(out, moved)
+    args[args.index(str(out))] = str(moved)
     assert main([*args, "--models", f"pop,itemknn,{space},spop", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)["finished"]
     assert {label: again[label]["run_dir"] for label in runs_before} == runs_before
     assert list(again) == ["pop", "itemknn", "tiny-narm", "spop"]
-    assert len(list((out / "runs").iterdir())) == 4
+    assert len(list((moved / "runs").iterdir())) == 4
+    page = (moved / "report" / "index.html").read_text()
+    assert all(f"{label} (benchmark)" in page for label in again)
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -191,7 +191,7 @@ def run_benchmark(
             result = {"label": item.label, "model": item.model, "failed": str(exc)}
         state["finished"][item.label] = result
         write_state(out, state)
-    runs = [Path(r["run_dir"]) for r in state["finished"].values() if "run_dir" in r]
+    runs = [out / r["run_dir"] for r in state["finished"].values() if "run_dir" in r]
     if runs:
         write_report(runs, out / "report")
     _write_summary(out, state, plans)
@@ -237,7 +237,7 @@ def _one(item: Plan, files: dict[str, Path], out: Path, storage: str, seed: int 
     return {
         "label": item.label, "model": item.model, "space": item.space,
         "budget_minutes": round(item.seconds / 60, 1), "params": params,
-        "trials": study.get("trial_states", {}), "run_dir": str(run_dir),
+        "trials": study.get("trial_states", {}), "run_dir": run_dir.relative_to(out).as_posix(),
         "metrics": {k: record["metrics"][k] for k in ("recall@20", "mrr@20")},
         "metrics_unknown_as_miss": {k: record["metrics_unknown_as_miss"][k]
                                     for k in ("recall@20", "mrr@20")},
