@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nextclick.benchmark import parse_budget, plan
+from nextclick.benchmark import parse_budget, plan, publish, read_state
 from nextclick.cli import main
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
@@ -57,6 +57,9 @@ def test_benchmark_runs_every_model_reports_them_and_resumes(tmp_path, capsys):
     assert all(f"{label} (benchmark)" in page for label in finished)
     summary = (out / "results.md").read_text()
     assert summary.count("\n") == 2 + 3
+    # A state with a model still to run (as an interrupted run leaves it) says so.
+    publish(out, read_state(out), plan(["pop", "itemknn", str(space), "spop"], 20))
+    assert (out / "results.md").read_text() == summary + "| spop | not run yet | | | | 0.0 | | |\n"
     # Interrupted, moved (say, committed and cloned elsewhere) and started again with one
     # model more: the finished ones are not redone, and the report still finds their runs.
     runs_before = {label: r["run_dir"] for label, r in finished.items()}

@@ -160,6 +160,15 @@ def test_a_trial_running_at_the_deadline_ends_after_its_epoch_with_what_it_has(t
     assert trial["state"] == "COMPLETE"
     assert trial["stopped_at_epoch"] == 1 and list(trial["intermediate"]) == ["1"]
     assert trial["value"] == trial["intermediate"]["1"] and trial["best_epoch"] == 1
+    # A one-epoch trial past the deadline ran to its end: it was not stopped.
+    one = parse_space("[fixed]\nn_epochs = 1\nlayers = 16\nn_sample = 64\n[params.momentum]\n"
+                      "type = 'categorical'\nchoices = [0.0]\n", "one.toml")
+    run_study(open_study(f"sqlite:///{tmp_path / 'one.db'}", "one", seed=0),
+              Objective("gru4rec", one, data, "mrr@20", deadline=time.monotonic() - 1),
+              trials=1, timeout=None)  # fmt: skip
+    [trial] = trials_table(optuna.load_study(study_name="one",
+                                             storage=f"sqlite:///{tmp_path / 'one.db'}"))
+    assert trial["state"] == "COMPLETE" and trial["stopped_at_epoch"] is None
 
 
 def test_the_first_trial_is_the_defaults_that_lie_inside_the_space():

@@ -178,11 +178,9 @@ def tune(
     study_name = study_name or f"{model}-{parsed.name}"
     tune_dir = Path(tune_dir)
     storage = storage or sqlite_url(tune_dir / f"{study_name}.db")
-    study = open_study(storage, study_name, seed)
-    if not study.get_trials(deepcopy=False):
-        # The published setting first: a short budget then never ends below it.
-        first = parsed.defaults(dataclasses.asdict(model_class(model).Config()))
-        study.enqueue_trial(first, skip_if_exists=True)
+    # The model's defaults first: with a short budget, a known reasonable setting is tried.
+    first = parsed.defaults(dataclasses.asdict(model_class(model).Config()))
+    study = open_study(storage, study_name, seed, first)
     deadline = None if timeout is None else time.monotonic() + timeout
     run_study(study, Objective(model, parsed, data, metric, device, deadline), trials=trials,
               timeout=timeout)  # fmt: skip
@@ -202,7 +200,10 @@ def tune(
     write_params(path, params, comment=(
         f"nextclick tune: best of study {study_name} ({len(table)} trials)\n"
         f"{metric} on {Path(valid_file).name} = {best.value:.6f} (trial {best.number}"
-        + (f", after epoch {epoch})" if epoch is not None else ")")
+        + (f", after epoch {epoch}" if epoch is not None else "")
+        + (", where the budget stopped it: still rising"
+           if epoch is not None and epoch == best.user_attrs.get("stopped_at_epoch") else "")
+        + ")"
     ))  # fmt: skip
     return TuneResult(study_name, storage, float(best.value), params, path, table,
                       _importances(study))  # fmt: skip

@@ -8,8 +8,9 @@ ties, both unknown-item variants), and write a run record; then the report of al
 The budget is split by weight: a model trained in epochs (the neural models) weighs 4, a
 model with a search space that trains at once (the kNN models) weighs 1, so 2 h over
 GRU4Rec, NARM, V-SKNN and Item-KNN gives 48 min to each neural model and 12 min to each kNN
-model. A trial still running when its model's budget is spent ends after its current
-epoch, keeping the epochs it has (so a model overruns by at most one epoch and a validation),
+model. A trial of a model trained in epochs still running when the model's budget is spent
+ends after its current epoch, keeping the epochs it has (so it overruns by at most one epoch
+and a validation),
 and the retraining on ``train_full`` runs the best trial's best validation epoch. A model
 without a search space (POP, S-POP, BPR-MF) is trained once with its defaults,
 outside the budget. A model's budget counts the seconds of its study's finished trials,
@@ -165,8 +166,6 @@ def run_benchmark(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the state with every result."""
-    from nextclick.report import write_report
-
     files = find_splits(Path(data_dir))
     plans = plan(labels, budget)
     out = Path(out)
@@ -176,6 +175,7 @@ def run_benchmark(
     storage = storage or sqlite_url(out / "studies.db")
     state = read_state(out)
     started = time.monotonic()
+    ran = False
     for n, item in enumerate(plans, start=1):
         if item.label in state["finished"]:
             log.info("benchmark: %s already done, skipped", item.label)
@@ -191,11 +191,21 @@ def run_benchmark(
             result = {"label": item.label, "model": item.model, "failed": str(exc)}
         state["finished"][item.label] = result
         write_state(out, state)
+        publish(out, state, plans)  # an interrupted run leaves a current table and report
+        ran = True
+    if not ran:  # every model was done already: the table and report of these plans
+        publish(out, state, plans)
+    return state
+
+
+def publish(out: Path, state: dict[str, Any], plans: list[Plan]) -> None:
+    """``results.md`` and the report of the finished models."""
+    from nextclick.report import write_report
+
     runs = [out / r["run_dir"] for r in state["finished"].values() if "run_dir" in r]
     if runs:
         write_report(runs, out / "report")
     _write_summary(out, state, plans)
-    return state
 
 
 def _one(item: Plan, files: dict[str, Path], out: Path, storage: str, seed: int | None,
@@ -265,5 +275,7 @@ def _write_summary(out: Path, state: dict[str, Any], plans: list[Plan]) -> None:
         )
     lines += [f"| {r['label']} | failed: {r['failed']} | | | | | | |" for r in rows
               if "failed" in r]  # fmt: skip
+    lines += [f"| {p.label} | not run yet | | | | {round(p.seconds / 60, 1)} | | |" for p in plans
+              if p.label not in state["finished"]]  # fmt: skip
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -3,11 +3,13 @@
 Each trial trains the model on the training sessions and scores it on the validation
 sessions (the validation metric is the trial's value). Models trained in epochs (GRU4Rec)
 report the metric after every epoch, so that the median pruner can stop poor trials early;
-their value is the best epoch's, and that epoch is the tuned ``n_epochs`` (the epochs are
-chosen on validation like every other parameter). With a deadline (``--timeout``), a trial
-still running when it passes ends after its current epoch with the epochs it has, so a
-study overruns its time by at most one epoch and one validation. The study's first trial
-is the model's defaults (its published setting) where they lie inside the space.
+their value is the best epoch's (a divergence after some epochs keeps those), and that
+epoch is the tuned ``n_epochs`` (the epochs are chosen on validation like every other
+parameter). With a deadline (``--timeout``), a trial of such a model still running when it
+passes ends after its current epoch with the epochs it has, so the study overruns its time
+by at most one epoch and one validation (a model trained at once finishes its trial). The
+study's first trial takes the model's ``Config`` defaults for the searched parameters whose
+default lies inside the space.
 A trial that fails (a diverging loss, a combination the model refuses, an out-of-memory
 error) is recorded as failed with its reason, and the study goes on.
 
@@ -33,7 +35,7 @@ from nextclick.data.sessions import Encoded
 from nextclick.errors import ConfigError, NextclickError
 from nextclick.evaluation import evaluate
 from nextclick.models import create_model
-from nextclick.training.loop import EpochStats
+from nextclick.training.loop import EpochStats, TrainingDiverged
 from nextclick.tuning.space import Space
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,26 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def open_study(storage: str, study_name: str, seed: int | None) -> optuna.Study:
-    """Create the study, or join it if it exists (to resume, or as another worker)."""
+class _FirstTrialGiven(optuna.samplers.TPESampler):
+    """TPE, except that trial 0 takes the ``first`` values given for its parameters. The
+    storage hands out trial numbers atomically, so workers that open a new study at once
+    still try those values once (an enqueued trial would be enqueued by each of them)."""
+
+    def __init__(self, first: dict[str, Any], seed: int | None) -> None:
+        super().__init__(seed=seed)
+        self.first = first
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                           param_name: str, param_distribution: Any) -> Any:  # fmt: skip
+        if trial.number == 0 and param_name in self.first:
+            return self.first[param_name]
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def open_study(storage: str, study_name: str, seed: int | None,
+               first: dict[str, Any] | None = None) -> optuna.Study:  # fmt: skip
+    """Create the study, or join it if it exists (to resume, or as another worker); its
+    first trial takes the values of ``first`` (a subset of the searched parameters)."""
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Workers sharing one SQLite file wait for its lock rather than fail at once.
@@ -82,7 +102,7 @@ def open_study(storage: str, study_name: str, seed: int | None) -> optuna.Study:
         storage=rdb,
         study_name=study_name,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=_FirstTrialGiven(first or {}, seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         load_if_exists=True,
     )
@@ -109,8 +129,10 @@ class Objective:
         reason = trial.user_attrs.get("fail_reason") or ""
         searched = self.space.values(trial.params)
         params = ", ".join(f"{k}={searched[k]}" for k in trial.params)
-        log.info("trial %d %s%s (%s)%s", trial.number, trial.state.name.lower(), value, params,
-                 f": {reason}" if reason else "")  # fmt: skip
+        left = ("" if self.deadline is None else
+                f"; {max(self.deadline - time.monotonic(), 0) / 60:.1f} min left")  # fmt: skip
+        log.info("trial %d %s%s (%s)%s%s", trial.number, trial.state.name.lower(), value, params,
+                 f": {reason}" if reason else "", left)  # fmt: skip
 
     def validate(self, model: Any) -> float:
         result = evaluate(model, self.data.valid, cutoffs=(self.cutoff,))
@@ -130,6 +152,13 @@ class Objective:
                 trial.set_user_attr("stopped_at_epoch", stop.epoch)
                 log.info("trial %d: the budget ran out; stopped after epoch %d", trial.number,
                          stop.epoch)  # fmt: skip
+            except TrainingDiverged as exc:
+                if not values:
+                    raise
+                # Epochs are chosen on validation: the epochs before the divergence stand.
+                trial.set_user_attr("diverged_after_epoch", len(values))
+                log.info("trial %d: %s; its first %d epochs stand", trial.number, exc,
+                         len(values))  # fmt: skip
             if not values:
                 values.append(self.validate(model))
         except optuna.TrialPruned:
@@ -141,7 +170,8 @@ class Objective:
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
         trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
-        best = max(range(len(values)), key=lambda i: (values[i], -i))
+        finite = [i for i, v in enumerate(values) if math.isfinite(v)] or [0]
+        best = max(finite, key=lambda i: (values[i], -i))
         if model.trains_in_epochs:
             trial.set_user_attr("best_epoch", best + 1)
         value = values[best]
@@ -221,5 +251,6 @@ def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
             "fail_reason": t.user_attrs.get("fail_reason"),
             "best_epoch": t.user_attrs.get("best_epoch"),
             "stopped_at_epoch": t.user_attrs.get("stopped_at_epoch"),
+            "diverged_after_epoch": t.user_attrs.get("diverged_after_epoch"),
         })  # fmt: skip
     return rows
