@@ -307,7 +307,7 @@ def test_report_tables_from_hand_written_records(tmp_path):
         {"number": 1, "state": "PRUNED", "value": None, "params": {"lr": 0.9},
          "seconds": 30.0, "intermediate": {"1": 0.1}},
         {"number": 2, "state": "COMPLETE", "value": 0.35, "params": {"lr": 0.15000000000000002},
-         "seconds": 90.0, "intermediate": {"1": 0.25, "2": 0.35}},
+         "seconds": 90.0, "intermediate": {"1": 0.25, "2": 0.35}, "best_epoch": 2},
         {"number": 3, "state": "FAIL", "value": None, "params": {"lr": 2.0}, "seconds": None,
          "intermediate": {}, "fail_reason": "loss diverged"},
     ]  # fmt: skip
@@ -326,8 +326,11 @@ def test_report_tables_from_hand_written_records(tmp_path):
         "| pop (run) | – | – | – | 0.5000 | – | – | – | **0.2500** | 0.1000 | 0.9000 | 1.2 |"
     )
     assert rows[2] == "| s (tune) | – | – | – | **0.7500** | – | – | – | 0.1250 | – | – | 2.0 |"
-    # 180 s of trials; the best is trial 2, its searched parameter as the study wrote it.
-    assert rows[4] == "| s (tune) | 4 | 2 | 1 | 1 | 3.0 | mrr@20 0.3500 (trial 2) | lr=0.15 |"
+    # 180 s of trials; the best is trial 2, its searched parameter as the study wrote it and
+    # the epochs it chose on validation.
+    assert rows[4] == (
+        "| s (tune) | 4 | 2 | 1 | 1 | 3.0 | mrr@20 0.3500 (trial 2) | n_epochs=2, lr=0.15 |"
+    )
     # No per-epoch losses in these records, so no loss plot.
     assert {p.name for p in out.glob("*.png")} == {
         "curves_recall.png", "curves_mrr.png", "time.png", "validation.png", "popularity.png",

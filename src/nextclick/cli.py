@@ -486,10 +486,11 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from nextclick.report import write_report
+    from nextclick.report import expand_runs, write_report
 
     out = write_report(args.runs, args.out)
-    print(f"report of {len(args.runs)} runs -> {out / 'index.html'}", file=sys.stderr)
+    print(f"report of {len(expand_runs(args.runs))} runs -> {out / 'index.html'}",
+          file=sys.stderr)  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -153,9 +153,11 @@ def _study_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
         value, params = "–", ""
         if best is not None:
             value = f"{run.metric or 'value'} {best['value']:.4f} (trial {best['number']})"
-            # The study's cleaned values, for the parameters it searched (not its fixed ones).
+            # The study's cleaned values, for the parameters it searched (not its fixed ones)
+            # and the epochs it chose on validation.
+            chosen = {"n_epochs"} if best.get("best_epoch") is not None else set()
             params = ", ".join(f"{k}={v}" for k, v in run.best_params.items()
-                               if k in best["params"])  # fmt: skip
+                               if k in best["params"] or k in chosen)  # fmt: skip
         # Another worker's trials can still be running when a record is written.
         running = len(states) - sum(states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL"))
         total = f"{len(states)} ({running} running)" if running else str(len(states))
