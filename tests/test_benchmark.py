@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 
-from nextclick.benchmark import parse_budget, plan, publish, read_state
+from nextclick.benchmark import parse_budget, plan, publish, read_state, spent_seconds
 from nextclick.cli import main
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rsc15-100k"
@@ -91,3 +93,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, argv, message):
     code = main(["benchmark", data, *argv, "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_dead_workers_trial_does_not_spend_the_budget(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    done, failed, stale = study.ask(), study.ask(), study.ask()
+    time.sleep(0.2)
+    study.tell(done, 0.5)
+    failed.set_user_attr("fail_reason", "ValueError: refused")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.tell(stale, state=optuna.trial.TrialState.FAIL)  # as the heartbeat check does
+    spans = {t.number: (t.datetime_complete - t.datetime_start).total_seconds()
+             for t in study.get_trials()}  # fmt: skip
+    assert min(spans.values()) >= 0.2
+    assert spent_seconds(storage, "s") == pytest.approx(spans[0] + spans[1])
+    assert spent_seconds(storage, "none") == 0.0

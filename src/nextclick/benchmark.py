@@ -141,17 +141,21 @@ def write_state(out: Path, state: dict[str, Any]) -> None:
 
 
 def spent_seconds(storage: str, study_name: str) -> float:
-    """Seconds of the finished trials of a study (0 for a study not made yet)."""
+    """Seconds of the finished trials of a study (0 for a study not made yet), but for
+    trials of a dead worker."""
     import optuna
 
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return 0.0
+    # A trial failed by the heartbeat (its worker died: no fail_reason) ends when another
+    # worker noticed, maybe days later: its span is not time the study spent.
     return sum(
         (t.datetime_complete - t.datetime_start).total_seconds()
         for t in study.get_trials(deepcopy=False)
         if t.datetime_complete is not None and t.datetime_start is not None
+        and (t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs)
     )
 
 
