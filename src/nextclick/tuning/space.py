@@ -92,8 +92,8 @@ class Space:
         return {**self.fixed, **{k: ranges[k].clean(v) for k, v in searched.items()}}
 
     def defaults(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The searched parameters whose value in ``config`` (a model's defaults, its
-        published setting) lies inside their range: the study's first trial."""
+        """The searched parameters whose value in ``config`` (a model's ``Config``
+        defaults) lies inside their range: the study's first trial."""
         return {r.name: config[r.name] for r in self.ranges
                 if r.name in config and r.contains(config[r.name])}  # fmt: skip
 
