@@ -361,6 +361,17 @@ def test_report_tables_from_hand_written_records(tmp_path):
     assert (out / "history0.png").exists()  # the pruned trial is plotted
 
 
+def test_report_gives_each_of_twelve_runs_its_own_line_style():
+    from nextclick.report import Run, _styles
+
+    runs = [Run.from_record({"kind": "run", "label": f"m{i}"}) for i in range(12)]
+    style = _styles(runs)
+    pairs = [(style[id(r)]["color"], style[id(r)]["linestyle"]) for r in runs]
+    # A benchmark of every model has twelve runs; matplotlib's cycle has ten colours.
+    assert len(set(pairs)) == 12
+    assert pairs[0] == ("C0", "-") and pairs[9] == ("C9", "-") and pairs[10] == ("C0", "--")
+
+
 def test_run_records_are_named_by_label_or_model_and_preset(tmp_path):
     runs = tmp_path / "runs"
     assert main(["-q", "run", "--model", "pop", "--train", str(TRAIN_FULL), "--test", str(TEST),

@@ -233,6 +233,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
     from matplotlib.ticker import MaxNLocator
 
     figures: dict[str, tuple[str, bytes]] = {}
+    style = _styles(runs)
 
     def save(name: str, title: str, fig: Any) -> None:
         buffer = io.BytesIO()
@@ -245,9 +246,11 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
     if with_curves:
         for key, name in (("recall", "Recall@K"), ("mrr", "MRR@K")):
             fig, ax = plt.subplots(figsize=(8, 5.5))
-            for run in with_curves:
+            # Legend in the order of the lines at the largest K, best first.
+            for run in sorted(with_curves, key=lambda r: -(r.curves or {})[key][-1]):
                 assert run.curves is not None
-                ax.plot(run.curves["k"], run.curves[key], marker=".", label=run.label)
+                ax.plot(run.curves["k"], run.curves[key], marker=".", label=run.label,
+                        **style[id(run)])  # fmt: skip
             ax.set_xlabel("K (length of the list)")
             ax.set_ylabel(name)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -264,7 +267,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
         for ax, (kind, group) in zip(axes[0], kinds.items(), strict=True):
             for run in group:
                 ax.plot([e["epoch"] for e in run.epochs], [e["loss"] for e in run.epochs],
-                        marker="o", label=run.label)  # fmt: skip
+                        marker="o", label=run.label, **style[id(run)])  # fmt: skip
             ax.set_title(kind, fontsize=10)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -279,7 +282,7 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
         for run, trial in validation:
             steps = sorted(trial["intermediate"].items(), key=lambda kv: int(kv[0]))
             ax.plot([int(k) for k, _ in steps], [v for _, v in steps], marker="o",
-                    label=f"{run.label}, trial {trial['number']}")  # fmt: skip
+                    label=f"{run.label}, trial {trial['number']}", **style[id(run)])  # fmt: skip
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(validation[0][0].metric or "validation metric")
@@ -333,6 +336,22 @@ def _figures(runs: Sequence[Run]) -> dict[str, tuple[str, bytes]]:
             ax.set_xlabel("importance")
             save(f"importance{i}", f"Parameter importances: {run.label}", fig)
     return figures
+
+
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _styles(runs: Sequence[Run]) -> dict[int, dict[str, str]]:
+    """id(run) -> its colour and line style, the same in every figure.
+
+    Matplotlib's cycle has ten colours; a benchmark of every model has twelve runs, so the
+    eleventh run would share the first one's line. Runs past ten keep the colours and change
+    the dashes.
+    """
+    return {
+        id(run): {"color": f"C{i % 10}", "linestyle": _LINESTYLES[i // 10 % len(_LINESTYLES)]}
+        for i, run in enumerate(runs)
+    }
 
 
 def _finite(value: Any) -> float | None:
