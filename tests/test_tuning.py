@@ -187,6 +187,29 @@ def test_the_first_trial_is_the_defaults_that_lie_inside_the_space():
     }  # fmt: skip
 
 
+def test_the_defaults_trial_is_retried_after_its_worker_died_but_not_after_it_ran(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    first = {"k": 100}
+    study = open_study(storage, "s", seed=1, first=first)
+    dist = {"k": optuna.distributions.IntDistribution(50, 500, step=50)}
+    # Trial 0 was given the defaults, then its worker died: the heartbeat fails it with no
+    # fail_reason. The resumed study's next trial is the defaults again.
+    dead = study.ask(dist)
+    assert dead.params == first
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    study = open_study(storage, "s", seed=1, first=first)
+    retried = study.ask(dist)
+    assert retried.number == 1 and retried.params == first
+    # Once a trial has run (a live worker's trial, whatever its end, or one still running on
+    # another worker), TPE samples: with seed 1 its first draw is not k=100.
+    failed = study.ask(dist)
+    assert failed.params != first
+    failed.set_user_attr("fail_reason", "loss diverged")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.tell(retried, 0.5)
+    assert study.ask(dist).params != first
+
+
 def test_two_worker_processes_share_one_study_without_duplicates_or_losses(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     command = [sys.executable, "-m", "nextclick.cli", "-q", "tune", "--model", "itemknn",

@@ -55,9 +55,14 @@ def sqlite_url(path: Path) -> str:
 
 
 class _FirstTrialGiven(optuna.samplers.TPESampler):
-    """TPE, except that trial 0 takes the ``first`` values given for its parameters. The
-    storage hands out trial numbers atomically, so workers that open a new study at once
-    still try those values once (an enqueued trial would be enqueued by each of them)."""
+    """TPE, except that the first trial takes the ``first`` values given for its parameters.
+
+    The first trial is the lowest-numbered one that a live worker runs: trials before it
+    that the heartbeat failed (a worker died, e.g. a benchmark interrupted in its first
+    trial) do not count, so a resumed study still tries those values. The storage hands out
+    trial numbers atomically, so workers that open a new study at once still try them once
+    (an enqueued trial would be enqueued by each of them).
+    """
 
     def __init__(self, first: dict[str, Any], seed: int | None) -> None:
         super().__init__(seed=seed)
@@ -65,9 +70,19 @@ class _FirstTrialGiven(optuna.samplers.TPESampler):
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                            param_name: str, param_distribution: Any) -> Any:  # fmt: skip
-        if trial.number == 0 and param_name in self.first:
+        if param_name in self.first and _all_died(study, before=trial.number):
             return self.first[param_name]
         return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def _all_died(study: optuna.Study, before: int) -> bool:
+    """Whether every trial numbered below ``before`` was failed by the heartbeat (its worker
+    died; a trial failing by itself sets ``fail_reason``)."""
+    return all(
+        t.state == optuna.trial.TrialState.FAIL and "fail_reason" not in t.user_attrs
+        for t in study.get_trials(deepcopy=False)
+        if t.number < before
+    )
 
 
 def open_study(storage: str, study_name: str, seed: int | None,
