@@ -145,6 +145,8 @@ def spent_seconds(storage: str, study_name: str) -> float:
     trials of a dead worker."""
     import optuna
 
+    from nextclick.tuning.study import died_with_worker
+
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -155,7 +157,7 @@ def spent_seconds(storage: str, study_name: str) -> float:
         (t.datetime_complete - t.datetime_start).total_seconds()
         for t in study.get_trials(deepcopy=False)
         if t.datetime_complete is not None and t.datetime_start is not None
-        and (t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs)
+        and not died_with_worker(t)
     )
 
 

@@ -75,14 +75,15 @@ class _FirstTrialGiven(optuna.samplers.TPESampler):
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 
+def died_with_worker(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the heartbeat failed ``trial`` because its worker died (a trial failing by
+    itself sets ``fail_reason``)."""
+    return trial.state == optuna.trial.TrialState.FAIL and "fail_reason" not in trial.user_attrs
+
+
 def _all_died(study: optuna.Study, before: int) -> bool:
-    """Whether every trial numbered below ``before`` was failed by the heartbeat (its worker
-    died; a trial failing by itself sets ``fail_reason``)."""
-    return all(
-        t.state == optuna.trial.TrialState.FAIL and "fail_reason" not in t.user_attrs
-        for t in study.get_trials(deepcopy=False)
-        if t.number < before
-    )
+    """Whether every trial numbered below ``before`` died with its worker."""
+    return all(died_with_worker(t) for t in study.get_trials(deepcopy=False) if t.number < before)
 
 
 def open_study(storage: str, study_name: str, seed: int | None,
