@@ -35,7 +35,7 @@ def pattern_sessions(n_sessions: int = 300, n_items: int = 12, seed: int = 0) ->
 
 def _fit(**params) -> GRU4Rec:
     base = dict(layers=(16,), batch_size=8, n_sample=4, n_epochs=5, learning_rate=0.1,
-                sample_store_size=1000)  # fmt: skip
+                sample_store_mb=0.008)  # fmt: skip
     config = build_config(GRU4RecConfig, base, params)
     data = pattern_sessions()
     return GRU4Rec(config).fit(data, ItemIndex(np.arange(data.n_items)))

@@ -80,7 +80,7 @@ TINY = 6 * [list("ABCD")] + 3 * [list("AB")] + 5 * [list("EFE")]
 TINY_PARAMS = {
     "bprmf": {"n_factors": 8, "n_iterations": 100, "learning_rate": 0.1, "seed": 3},
     "gru4rec": {"layers": "16", "batch_size": 4, "n_sample": 4, "n_epochs": 30,
-                "learning_rate": 0.1, "sample_store_size": 1000},
+                "learning_rate": 0.1, "sample_store_mb": 0.008},
     "narm": {"embedding_dim": 8, "hidden_size": 16, "batch_size": 8, "n_epochs": 40,
              "learning_rate": 0.02, "emb_dropout": 0.0, "ct_dropout": 0.0},
     "stamp": {"embedding_dim": 16, "batch_size": 8, "n_epochs": 40, "learning_rate": 0.02},

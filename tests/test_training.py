@@ -221,7 +221,7 @@ def test_sample_store_follows_support_power_alpha(alpha, rng):
     # NumPy draws on the CPU; the torch path (used on GPUs) runs here on the CPU generator.
     support = np.array([1, 2, 3, 5, 8, 13, 40, 100])
     source = np.random.default_rng(7) if rng == "numpy" else torch.Generator().manual_seed(7)
-    store = SampleStore(support, alpha, 512, 512 * 50, source)
+    store = SampleStore(support, alpha, 512, 8 * 512 * 50, source)
     draws = torch.cat([store.next() for _ in range(200)]).numpy()  # refills 4 times
     counts = np.bincount(draws, minlength=len(support))
     expected = support**alpha / (support**alpha).sum() * len(draws)
@@ -230,6 +230,17 @@ def test_sample_store_follows_support_power_alpha(alpha, rng):
     # A wrong exponent is detected by the same test.
     wrong = support ** (alpha + 0.5) / (support ** (alpha + 0.5)).sum() * len(draws)
     assert stats.chisquare(counts, wrong)[1] < 1e-6
+
+
+def test_sample_store_holds_its_memory_in_whole_blocks():
+    # 8,000 bytes hold 1,000 int64 ids: 250 blocks of 4, or 2 blocks of 384 (768 ids); a
+    # store smaller than one block still holds one.
+    support = np.ones(10)
+    for n_sample, store_bytes, blocks in [(4, 8000, 250), (384, 8000, 2), (2048, 8000, 1)]:
+        store = SampleStore(support, 0.5, n_sample, store_bytes, np.random.default_rng(0))
+        store.next()
+        assert store.n_blocks == blocks
+        assert store._blocks.numel() * store._blocks.element_size() == 8 * n_sample * blocks
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.4])

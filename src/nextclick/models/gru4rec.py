@@ -85,8 +85,10 @@ class GRU4RecConfig:
         Passes over the training data.
     ff_layers
         Optional tanh feed-forward layers between the last GRU layer and the output.
-    sample_store_size
-        Extra-sample ids drawn at once into the sample store.
+    sample_store_mb
+        Memory of the sample store, in MB (10^6 bytes): the extra-sample ids (int64) drawn at
+        once, rounded down to whole blocks of ``n_sample`` (at least one). The author's code
+        holds 10M ids; 80 MB is the same store.
     seed
         Seed of initialisation, dropout and sampling.
     """
@@ -108,7 +110,7 @@ class GRU4RecConfig:
     constrained_embedding: bool = True
     n_epochs: int = 10
     ff_layers: tuple[int, ...] = ()
-    sample_store_size: int = 10_000_000
+    sample_store_mb: float = 80.0
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -133,7 +135,7 @@ class GRU4RecConfig:
         check(self.embedding == "layersize" or self.embedding >= 0, "embedding",
               "an integer >= 0 or 'layersize'")  # fmt: skip
         check(self.n_epochs >= 1, "n_epochs", "an integer >= 1")
-        check(self.sample_store_size >= 1, "sample_store_size", "an integer >= 1")
+        check(self.sample_store_mb > 0, "sample_store_mb", "a number > 0 (MB)")
 
     @property
     def elu(self) -> float:
@@ -511,8 +513,8 @@ class GRU4Rec(TorchRecommender):
         samples come from ``sample_rng`` when the config asks for them."""
         cfg = self.config
         store = (
-            SampleStore(support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size,
-                        sample_rng)
+            SampleStore(support, cfg.sample_alpha, cfg.n_sample,
+                        round(cfg.sample_store_mb * 1e6), sample_rng)
             if cfg.n_sample > 0 and sample_rng is not None else None
         )  # fmt: skip
         # Dense parameters and their gradients live in flat tensors, so one optimizer pass

@@ -68,8 +68,9 @@ class SampleStore:
         0 samples uniformly, 1 in proportion to popularity.
     n_sample
         Items per block (one block per training step).
-    store_size
-        Item ids drawn at once (rounded down to whole blocks; at least one block).
+    store_bytes
+        Memory of the store: the int64 ids drawn at once fill it, rounded down to whole
+        blocks (at least one block), so the store costs the same whatever the catalogue.
     rng
         Source of randomness: a NumPy generator (the samples are on the CPU) or a
         ``torch.Generator`` (the samples live on its device).
@@ -80,7 +81,7 @@ class SampleStore:
         support: np.ndarray,
         sample_alpha: float,
         n_sample: int,
-        store_size: int,
+        store_bytes: int,
         rng: np.random.Generator | torch.Generator,
     ) -> None:
         accept, alias = _alias_table(np.asarray(support, dtype=np.float64) ** sample_alpha)
@@ -91,7 +92,7 @@ class SampleStore:
         else:
             self._accept, self._alias = accept, alias
         self.n_sample = n_sample
-        self.n_blocks = max(1, store_size // max(n_sample, 1))
+        self.n_blocks = max(1, store_bytes // (8 * max(n_sample, 1)))
         self._blocks = torch.empty(0, dtype=torch.int64)
         self._next = self.n_blocks
 
