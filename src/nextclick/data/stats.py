@@ -51,6 +51,9 @@ def describe(events: pd.DataFrame) -> dict[str, Any]:
         ``item_support``: ``min``, ``median``, ``mean``, ``max`` of events per item;
         ``consecutive_repeats``: events whose item equals the previous event's item in the
         same session, in time order (0 after the 2023 recipes' cleaning);
+        ``repeat_clicks``: events whose item already appeared earlier in the same session, in
+        any position: the next clicks that a session's own history can predict (what S-POP
+        scores), out of ``n_events - n_sessions`` next clicks;
         ``time_first``, ``time_last``: smallest and largest ``Time`` as stored (Unix seconds
         for the recipes' outputs); ``time_span_seconds`` = last - first and
         ``time_span_days`` = that / 86,400 (meaningful only when Time is in seconds).
@@ -74,6 +77,8 @@ def describe(events: pd.DataFrame) -> dict[str, Any]:
     order = np.lexsort((times, sessions))
     s, i = sessions[order], items[order]
     repeats = int(np.count_nonzero((s[1:] == s[:-1]) & (i[1:] == i[:-1])))
+    # Every event of a (session, item) pair but its first is a repeat click.
+    pairs = np.unique(sessions.astype(np.int64) * len(support) + items).size
     first, last = float(times.min()), float(times.max())
     return {
         "n_events": len(events),
@@ -82,6 +87,7 @@ def describe(events: pd.DataFrame) -> dict[str, Any]:
         "session_length": {**_summary(lengths), "histogram": histogram},
         "item_support": _summary(support),
         "consecutive_repeats": repeats,
+        "repeat_clicks": len(events) - pairs,
         "time_first": first,
         "time_last": last,
         "time_span_seconds": last - first,
@@ -95,6 +101,11 @@ def _is_epoch(t: float) -> bool:
 
 def _utc(t: float) -> str:
     return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _share(repeats: int, next_clicks: int) -> str:
+    share = f" ({100 * repeats / next_clicks:.1f} %)" if next_clicks else ""
+    return f"{repeats:,} of {next_clicks:,} next clicks{share}"
 
 
 def format_stats(d: dict[str, Any]) -> str:
@@ -118,6 +129,7 @@ def format_stats(d: dict[str, Any]) -> str:
         ("sessions by length", histogram),
         ("events per item", f"{spread(support)}  (min / median / mean / max)"),
         ("consecutive repeats", f"{d['consecutive_repeats']:,}"),
+        ("repeat clicks", _share(d["repeat_clicks"], d["n_events"] - d["n_sessions"])),
         ("time", time),
     ]
     width = max(len(name) for name, _ in rows)
