@@ -40,6 +40,19 @@ def test_budget_split_by_weight_and_models_without_space_run_outside_it(tmp_path
                                         "itemknn", None]  # fmt: skip
 
 
+def test_a_label_model_colon_preset_builds_on_the_published_setting(tmp_path):
+    space = tmp_path / "tiny-narm.toml"
+    space.write_text(TINY_NARM)
+    plans = plan(["gcegnn:tmall", "gru4rec-bpr-max:retailrocket", "gru4rec", str(space)], 3600)
+    assert [(p.label, p.model, p.space, p.preset) for p in plans] == [
+        ("gcegnn:tmall", "gcegnn", "gcegnn", "tmall"),
+        ("gru4rec-bpr-max:retailrocket", "gru4rec", "gru4rec-bpr-max", "retailrocket"),
+        ("gru4rec", "gru4rec", "gru4rec-cross-entropy", None),
+        ("tiny-narm", "narm", str(space), None),
+    ]  # fmt: skip
+    assert [p.seconds for p in plans] == [900.0] * 4
+
+
 def test_benchmark_runs_every_model_reports_them_and_resumes(tmp_path, capsys):
     space = tmp_path / "tiny-narm.toml"
     space.write_text(TINY_NARM)
@@ -84,6 +97,15 @@ def test_benchmark_runs_every_model_reports_them_and_resumes(tmp_path, capsys):
     (["--models", "pop", "--budget", "0"], "--budget '0': expected a duration > 0"),
     (["--models", "pop", "--budget", "soon"], "--budget 'soon': expected a duration"),
     (["--models", "pop,pop", "--budget", "1h"], "a model is listed twice"),
+    (["--models", "gcegnn:yoochoose", "--budget", "1h"],
+     "--models gcegnn:yoochoose: unknown preset 'yoochoose' for gcegnn; its presets: "
+     "diginetica, tmall, nowplaying"),
+    (["--models", "pop:rsc15", "--budget", "1h"],
+     "--models pop:rsc15: unknown preset 'rsc15' for pop; its presets: none"),
+    (["--models", "gru4rec:retailrocket", "--budget", "1h"],
+     "--models gru4rec:retailrocket: space gru4rec-cross-entropy fixes logq = 1.0 and loss = "
+     "'cross-entropy', preset retailrocket has logq = 0.0 and loss = 'bpr-max'"),
+    (["--models", "gcegnn:", "--budget", "1h"], "--models gcegnn:: expected MODEL:PRESET"),
 ])  # fmt: skip
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, argv, message):
     data = str(DATA)

@@ -3,7 +3,9 @@ records, and the report page (checked in headless Chromium)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +15,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nextclick.api import tune
+from nextclick.api import preset_base, tune
 from nextclick.cli import main
 from nextclick.config import build_config, read_toml
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.errors import ConfigError
 from nextclick.models import model_class
+from nextclick.tuning import study as study_module
 from nextclick.tuning.space import BUILTIN, load_space, parse_space
 from nextclick.tuning.study import Objective, TuneData, open_study, run_study, trials_table
 
@@ -146,13 +149,17 @@ def test_neural_trials_report_the_validation_metric_each_epoch(tmp_path, model, 
     }  # fmt: skip
 
 
+def _tune_data() -> TuneData:
+    index = ItemIndex.from_items(read_events(TRAIN_TR)["ItemId"].to_numpy())
+    return TuneData(encode_sessions(read_events(TRAIN_TR), index).sessions, index,
+                    encode_sessions(read_events(VALID), index))  # fmt: skip
+
+
 def test_a_trial_running_at_the_deadline_ends_after_its_epoch_with_what_it_has(tmp_path):
     space = parse_space("[fixed]\nn_epochs = 4\nlayers = 16\nn_sample = 64\n"
                         "[params.learning_rate]\ntype = 'float'\nlow = 0.01\nhigh = 0.1\n",
                         "s.toml")  # fmt: skip
-    index = ItemIndex.from_items(read_events(TRAIN_TR)["ItemId"].to_numpy())
-    data = TuneData(encode_sessions(read_events(TRAIN_TR), index).sessions, index,
-                    encode_sessions(read_events(VALID), index))  # fmt: skip
+    data = _tune_data()
     study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", seed=0)
     objective = Objective("gru4rec", space, data, "mrr@20", deadline=time.monotonic() - 1)
     run_study(study, objective, trials=1, timeout=None)
@@ -185,6 +192,59 @@ def test_the_first_trial_is_the_defaults_that_lie_inside_the_space():
     assert space.defaults({"k": 525, "alpha": 0.5, "mode": "b", "lr": 0.2}) == {
         "alpha": 0.5, "mode": "b",
     }  # fmt: skip
+
+
+def test_a_study_on_a_preset_starts_from_it_and_its_trials_build_on_it(tmp_path, monkeypatch):
+    # The space searches two of the three values STAMP's diginetica preset sets.
+    space = tmp_path / "stamp.toml"
+    space.write_text('model = "stamp"\n[fixed]\nn_epochs = 1\nembedding_dim = 8\n'
+                     '[params.learning_rate]\ntype = "float"\nlow = 0.001\nhigh = 0.01\n'
+                     '[params.grad_clip]\ntype = "float"\nlow = 50.0\nhigh = 200.0\n')
+    preset = model_class("stamp").preset("diginetica")
+    assert preset == {"learning_rate": 0.005, "emb_max_norm": 1.5, "grad_clip": 110.0}
+    built = []  # the config of every model the study trains (a spy: it still builds them)
+    real = study_module.create_model
+    monkeypatch.setattr(study_module, "create_model",
+                        lambda *a: built.append(real(*a).config) or real(*a))
+    result = tune("stamp", TRAIN_TR, VALID, space, trials=2, seed=0, tune_dir=tmp_path,
+                  preset="diginetica")  # fmt: skip
+    assert result.study_name == "stamp-stamp-diginetica"
+    assert result.trials[0]["params"] == {"learning_rate": 0.005, "grad_clip": 110.0}
+    assert result.trials[1]["params"] != result.trials[0]["params"]
+    # Every trial: the preset's unsearched input norm, the space's fixed values.
+    assert [(c.emb_max_norm, c.embedding_dim, c.n_epochs) for c in built] == [(1.5, 8, 1)] * 2
+    assert (built[0].learning_rate, built[0].grad_clip) == (0.005, 110.0)
+    # The best parameters stand alone: the preset's values are in them.
+    written = read_toml(result.best_params_file)
+    assert written == result.best_params and written["emb_max_norm"] == 1.5
+    assert "on top of preset diginetica" in result.best_params_file.read_text()
+    # The study keeps its preset: resuming it without one (or another) is refused.
+    with pytest.raises(ConfigError, match=r"--preset \(none\): study stamp-stamp-diginetica "
+                                          r"was started with preset diginetica"):  # fmt: skip
+        tune("stamp", TRAIN_TR, VALID, space, trials=3, study_name="stamp-stamp-diginetica",
+             tune_dir=tmp_path)
+    with pytest.raises(ConfigError, match="--preset x: unknown preset 'x' for stamp"):
+        tune("stamp", TRAIN_TR, VALID, space, trials=1, tune_dir=tmp_path, preset="x")
+
+
+def test_a_preset_meets_its_space():
+    # A one-layer size, (224,) in the Config, is the value the layers range searches.
+    space = load_space("gru4rec-bpr-max")
+    config = build_config(model_class("gru4rec").Config, model_class("gru4rec").preset(
+        "retailrocket"))  # fmt: skip
+    assert space.defaults(dataclasses.asdict(config)) == {
+        "layers": 224, "batch_size": 80, "learning_rate": 0.05, "dropout_p_embed": 0.5,
+        "dropout_p_hidden": 0.05, "momentum": 0.4, "sample_alpha": 0.4, "bpreg": 1.95,
+        "elu_param": 0.5,
+    }  # fmt: skip
+    # A space that fixes what the preset sets otherwise would run a setting the name hides.
+    with pytest.raises(ConfigError, match=re.escape(
+        "space gru4rec-cross-entropy fixes logq = 1.0 and loss = 'cross-entropy', preset "
+        "retailrocket has logq = 0.0 and loss = 'bpr-max'")):  # fmt: skip
+        preset_base("gru4rec", load_space("gru4rec-cross-entropy"), "retailrocket")
+    assert preset_base("gcegnn", load_space("gcegnn"), "tmall") == {
+        "n_iter": 1, "dropout_gcn": 0.6, "dropout_local": 0.5}  # fmt: skip
+    assert preset_base("gcegnn", load_space("gcegnn"), None) == {}
 
 
 def test_the_defaults_trial_is_retried_after_its_worker_died_but_not_after_it_ran(tmp_path):

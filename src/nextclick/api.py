@@ -12,11 +12,14 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nextclick.data import EventColumns, ItemIndex, encode_sessions, read_events
 from nextclick.evaluation import DEFAULT_CUTOFFS, EvalResult, Ties, evaluate
 from nextclick.models import Recommender, create_model
+
+if TYPE_CHECKING:
+    from nextclick.tuning.space import Space
 
 
 @dataclass(frozen=True)
@@ -146,10 +149,15 @@ def tune(
     device: str = "cpu",
     columns: EventColumns | None = None,
     tune_dir: str | os.PathLike[str] = "runs/tune",
+    preset: str | None = None,
 ) -> TuneResult:
     """Search ``space`` for the parameters of ``model`` that maximise ``metric`` on the
-    validation file, training on the training file (see :mod:`nextclick.tuning.study`)."""
-    from nextclick.config import write_params
+    validation file, training on the training file (see :mod:`nextclick.tuning.study`).
+
+    With ``preset``, every trial starts from that published setting (the space's parameters
+    override it; a fixed one that contradicts it is an error) and the first trial takes its
+    values; the best parameters written include the preset's, so they stand alone."""
+    from nextclick.config import build_config, write_params
     from nextclick.errors import ConfigError, NextclickError
     from nextclick.models import model_class
     from nextclick.tuning.space import load_space
@@ -162,10 +170,14 @@ def tune(
         trials_table,
     )
 
-    model_class(model)
+    cls = model_class(model)
     parsed = load_space(space)
     if parsed.model is not None and parsed.model != model:
         raise ConfigError(f"--space {space}: is a space for {parsed.model}, not {model}")
+    try:
+        base = preset_base(model, parsed, preset)
+    except ConfigError as exc:
+        raise ConfigError(f"--preset {preset}: {exc}") from None
     kind, _, cutoff = metric.partition("@")
     if kind not in ("recall", "mrr", "ndcg") or not cutoff.isdigit() or int(cutoff) < 1:
         raise ConfigError(f"--metric {metric!r}: expected recall@K, mrr@K or ndcg@K")
@@ -175,15 +187,17 @@ def tune(
     index = ItemIndex.from_items(events["ItemId"].to_numpy())
     data = TuneData(encode_sessions(events, index).sessions, index,
                     encode_sessions(read_events(valid_file, columns), index))  # fmt: skip
-    study_name = study_name or f"{model}-{parsed.name}"
+    study_name = study_name or f"{model}-{parsed.name}" + (f"-{preset}" if preset else "")
     tune_dir = Path(tune_dir)
     storage = storage or sqlite_url(tune_dir / f"{study_name}.db")
-    # The model's defaults first: with a short budget, a known reasonable setting is tried.
-    first = parsed.defaults(dataclasses.asdict(model_class(model).Config()))
+    # The model's defaults (or preset) first: with a short budget, a known reasonable
+    # setting is tried.
+    first = parsed.defaults(dataclasses.asdict(build_config(cls.Config, base)))
     study = open_study(storage, study_name, seed, first)
+    _same_preset(study, preset)
     deadline = None if timeout is None else time.monotonic() + timeout
-    run_study(study, Objective(model, parsed, data, metric, device, deadline), trials=trials,
-              timeout=timeout)  # fmt: skip
+    run_study(study, Objective(model, parsed, data, metric, device, deadline, base),
+              trials=trials, timeout=timeout)  # fmt: skip
     table = trials_table(study)
     if not any(t["state"] == "COMPLETE" for t in table):
         reasons = sorted({t["fail_reason"] for t in table if t["fail_reason"]})
@@ -192,13 +206,14 @@ def tune(
             + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
         )
     best = study.best_trial
-    params = parsed.values(best.params)
+    params = {**base, **parsed.values(best.params)}
     epoch = best.user_attrs.get("best_epoch")
     if epoch is not None:  # the epochs are chosen on validation like every other parameter
         params["n_epochs"] = epoch
     path = Path(best_params_file or tune_dir / f"{study_name}.best.toml")
     write_params(path, params, comment=(
-        f"nextclick tune: best of study {study_name} ({len(table)} trials)\n"
+        f"nextclick tune: best of study {study_name} ({len(table)} trials)"
+        + (f", on top of preset {preset}" if preset else "") + "\n"
         f"{metric} on {Path(valid_file).name} = {best.value:.6f} (trial {best.number}"
         + (f", after epoch {epoch}" if epoch is not None else "")
         + (", where the budget stopped it: still rising"
@@ -207,6 +222,42 @@ def tune(
     ))  # fmt: skip
     return TuneResult(study_name, storage, float(best.value), params, path, table,
                       _importances(study))  # fmt: skip
+
+
+def preset_base(model: str, space: Space, preset: str | None) -> dict[str, Any]:
+    """The parameters of ``model``'s preset (none: {}), checked against ``space``'s fixed
+    ones: a space that fixes a different value would run a setting the preset's name hides.
+    Errors name no flag: the caller's flag (--preset, --models) prefixes them."""
+    from nextclick.config import build_config
+    from nextclick.errors import ConfigError
+    from nextclick.models import model_class
+
+    if not preset:
+        return {}
+    cls = model_class(model)
+    base = cls.preset(preset)
+    fixed, given = build_config(cls.Config, space.fixed), build_config(cls.Config, base)
+    clash = [key for key in sorted(set(space.fixed) & set(base))
+             if getattr(fixed, key) != getattr(given, key)]  # fmt: skip
+    if clash:
+        def values(config: Any) -> str:
+            return " and ".join(f"{key} = {getattr(config, key)!r}" for key in clash)
+
+        raise ConfigError(f"space {space.name} fixes {values(fixed)}, preset {preset} has "
+                          f"{values(given)}")  # fmt: skip
+    return base
+
+
+def _same_preset(study: Any, preset: str | None) -> None:
+    """A study keeps the preset it was started with: trials on other settings would mix."""
+    from nextclick.errors import ConfigError
+
+    started = study.user_attrs.get("preset", "")  # studies from before presets had none
+    if not study.trials:
+        study.set_user_attr("preset", preset or "")
+    elif started != (preset or ""):
+        raise ConfigError(f"--preset {preset or '(none)'}: study {study.study_name} was "
+                          f"started with preset {started or '(none)'}")  # fmt: skip
 
 
 def _importances(study: Any) -> dict[str, float]:

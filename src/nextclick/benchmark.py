@@ -13,7 +13,9 @@ ends after its current epoch, keeping the epochs it has (so it overruns by at mo
 and a validation),
 and the retraining on ``train_full`` runs the best trial's best validation epoch. A model
 without a search space (POP, S-POP, BPR-MF) is trained once with its defaults,
-outside the budget. A model's budget counts the seconds of its study's finished trials,
+outside the budget. A label ``MODEL:PRESET`` (``gcegnn:tmall``) starts the model from a
+published setting: its study's first trial is the preset, every trial and the retraining
+build on it. A model's budget counts the seconds of its study's finished trials,
 whichever process ran them: started again, the command skips the models it finished
 (``OUT/benchmark.json``) and resumes a model's study with what is left of its budget; with an
 RDB ``--storage``, processes on several machines share each model's study and budget.
@@ -47,12 +49,14 @@ SPACES = {name: name for name in BUILTIN if "-" not in name} | {"gru4rec": "gru4
 
 @dataclass(frozen=True)
 class Plan:
-    """One model of the benchmark: its label, model, space (None: defaults) and budget."""
+    """One model of the benchmark: its label, model, space (None: defaults), budget and
+    the preset its settings build on."""
 
     label: str
     model: str
     space: str | None
     seconds: float
+    preset: str | None = None
 
 
 def parse_budget(text: str) -> float:
@@ -97,8 +101,11 @@ def plan(labels: list[str], budget: float) -> list[Plan]:
     if not labels:
         raise ConfigError("--models: expected a comma-separated list of model names")
     entries = []
-    for given in labels:
-        label = given
+    for label in labels:
+        if label.endswith(":"):
+            raise ConfigError(f"--models {label}: expected MODEL:PRESET, a preset after the colon")
+        # A space file's path may hold a colon of its own: only MODEL:PRESET splits.
+        given, _, preset = (label, "", "") if label.endswith(".toml") else label.partition(":")
         if given in SPACES:
             model, space = given, SPACES[given]
         elif given in BUILTIN or given.endswith(".toml"):
@@ -106,19 +113,35 @@ def plan(labels: list[str], budget: float) -> list[Plan]:
             model = load_space(given).model or ""
             if not model:
                 raise ConfigError(f"--models {given}: the space names no model (model = ...)")
-            label = Path(given).stem if given.endswith(".toml") else given
+            if given.endswith(".toml"):  # a space file's label: its stem
+                label = Path(given).stem + (f":{preset}" if preset else "")
         else:
-            model, space = label, None
+            model, space = given, None
             model_class(model)  # an unknown name fails here, with the list of models
+        if preset:
+            _check_preset(label, model, space, preset)
         weight = 0 if space is None else (
             EPOCH_WEIGHT if model_class(model).trains_in_epochs else ONCE_WEIGHT
         )  # fmt: skip
-        entries.append((label, model, space, weight))  # a space file's label: its stem
+        entries.append((label, model, space, weight, preset or None))
     if len({label for label, *_ in entries}) < len(entries):
         raise ConfigError("--models: a model is listed twice")
-    total = sum(weight for *_, weight in entries) or 1
-    return [Plan(label, model, space, budget * weight / total)
-            for label, model, space, weight in entries]  # fmt: skip
+    total = sum(weight for _, _, _, weight, _ in entries) or 1
+    return [Plan(label, model, space, budget * weight / total, preset)
+            for label, model, space, weight, preset in entries]  # fmt: skip
+
+
+def _check_preset(label: str, model: str, space: str | None, preset: str) -> None:
+    """Fail at once, naming the label, on a preset the model lacks or its space contradicts."""
+    from nextclick.api import preset_base
+
+    try:
+        if space is None:
+            model_class(model).preset(preset)
+        else:
+            preset_base(model, load_space(space), preset)
+    except ConfigError as exc:
+        raise ConfigError(f"--models {label}: {exc}") from None
 
 
 def read_state(out: Path) -> dict[str, Any]:
@@ -221,7 +244,7 @@ def _one(item: Plan, files: dict[str, Path], out: Path, storage: str, seed: int 
     from nextclick.records import config_dict, curves, environment, write_record
 
     study: dict[str, Any] = {}
-    params: dict[str, Any] = {}
+    params = model_class(item.model).preset(item.preset) if item.preset else {}
     if item.space is not None:
         study_name = f"benchmark-{item.label}"
         remaining = item.seconds - spent_seconds(storage, study_name)
@@ -231,10 +254,10 @@ def _one(item: Plan, files: dict[str, Path], out: Path, storage: str, seed: int 
             item.model, files["train_tr"], files["train_valid"], item.space,
             timeout=remaining if remaining > 0 else None,
             trials=None if remaining > 0 else 1, storage=storage, study_name=study_name,
-            best_params_file=out / "params" / f"{item.label}.toml", seed=seed, device=device,
-            tune_dir=out,
+            best_params_file=out / "params" / f"{item.label.replace(':', '@')}.toml",
+            seed=seed, device=device, tune_dir=out, preset=item.preset,
         )  # fmt: skip
-        params = tuned.best_params
+        params = tuned.best_params  # the preset's included
         study = tuned.record()
     log.info("benchmark: %s: final training on %s", item.label, files["train_full"].name)
     trained = train(item.model, files["train_full"], params, device=device)
@@ -251,7 +274,7 @@ def _one(item: Plan, files: dict[str, Path], out: Path, storage: str, seed: int 
             "metric": "mrr@20"} if study else {}),
     })  # fmt: skip
     return {
-        "label": item.label, "model": item.model, "space": item.space,
+        "label": item.label, "model": item.model, "space": item.space, "preset": item.preset,
         "budget_minutes": round(item.seconds / 60, 1), "params": params,
         "trials": study.get("trial_states", {}), "run_dir": run_dir.relative_to(out).as_posix(),
         "metrics": {k: record["metrics"][k] for k in ("recall@20", "mrr@20")},
@@ -273,6 +296,8 @@ def _write_summary(out: Path, state: dict[str, Any], plans: list[Plan]) -> None:
     for r in done:
         trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["trials"].items())) or "–"
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "defaults"
+        if r.get("preset"):  # states written before presets have no such key
+            params = f"preset {r['preset']}: {params}"
         miss = r["metrics_unknown_as_miss"]
         lines.append(
             f"| {r['label']} | {r['metrics']['recall@20']:.4f} | {r['metrics']['mrr@20']:.4f} "

@@ -52,8 +52,8 @@ def _param_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", metavar="NAME",
         help="a published setting of the model (gru4rec: rsc15, yoochoose, rees46, coveo, "
-        "retailrocket, diginetica; stamp: yoochoose1_64, diginetica; --params and --param "
-        "override it)",
+        "retailrocket, diginetica; stamp: yoochoose1_64, yoochoose1_4, diginetica; gcegnn: "
+        "diginetica, tmall, nowplaying; --params and --param override it)",
     )  # fmt: skip
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -158,12 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", required=True,
                    help="parameter space: a TOML file or a built-in one (gru4rec-cross-entropy, "
                         "gru4rec-bpr-max, itemknn, sknn, vsknn)")  # fmt: skip
+    p.add_argument("--preset", metavar="NAME",
+                   help="a published setting of the model that every trial starts from (the "
+                        "first trial takes its values of the searched parameters)")  # fmt: skip
     p.add_argument("--trials", type=int, help="stop when the study holds this many trials")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="end the study after this long (a running trial ends after its epoch)")
     p.add_argument("--metric", default="mrr@20", help="what to maximise (mrr@20)")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in runs/tune/)")
-    p.add_argument("--study", help="study name (default MODEL-SPACE); an existing one resumes")
+    p.add_argument("--study", help="study name (default MODEL-SPACE[-PRESET]); an existing one "
+                   "resumes")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler")
     p.add_argument("--best-params", type=Path, help="where to write the best parameters (TOML)")
     p.add_argument("--final-train", type=Path, help="retrain on this file with the best")
@@ -181,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "train_valid)")  # fmt: skip
     p.add_argument("--models", required=True,
                    help="comma-separated models, each tuned in its built-in space; or a "
-                        "built-in space (gru4rec-bpr-max) or a space file (my.toml)")
+                        "built-in space (gru4rec-bpr-max) or a space file (my.toml); "
+                        "MODEL:PRESET (gcegnn:tmall) starts from a published setting")
     p.add_argument("--budget", required=True,
                    help="tuning time of all models together: 2h, 90m, 1h30m or seconds; a "
                         "neural model gets 4 shares, a kNN model 1")  # fmt: skip
@@ -441,7 +446,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         args.model, args.train, args.valid, args.space, metric=args.metric, trials=args.trials,
         timeout=args.timeout, storage=args.storage, study_name=args.study,
         best_params_file=args.best_params, seed=args.seed, device=args.device,
-        columns=_columns(args),
+        columns=_columns(args), preset=args.preset,
     )  # fmt: skip
     record = result.record()
     counts = sorted(record["trial_states"].items())

@@ -94,8 +94,15 @@ class Space:
     def defaults(self, config: dict[str, Any]) -> dict[str, Any]:
         """The searched parameters whose value in ``config`` (a model's ``Config``
         defaults) lies inside their range: the study's first trial."""
-        return {r.name: config[r.name] for r in self.ranges
-                if r.name in config and r.contains(config[r.name])}  # fmt: skip
+        found = [(r, _scalar(config[r.name])) for r in self.ranges if r.name in config]
+        return {r.name: value for r, value in found if r.contains(value)}
+
+
+def _scalar(value: Any) -> Any:
+    """A one-layer size as a Config holds it, ``(224,)``, is the value a range searched."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        return value[0]
+    return value
 
 
 def load_space(name_or_path: str | Path) -> Space:

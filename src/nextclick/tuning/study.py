@@ -8,8 +8,8 @@ epoch is the tuned ``n_epochs`` (the epochs are chosen on validation like every 
 parameter). With a deadline (``--timeout``), a trial of such a model still running when it
 passes ends after its current epoch with the epochs it has, so the study overruns its time
 by at most one epoch and one validation (a model trained at once finishes its trial). The
-study's first trial takes the model's ``Config`` defaults for the searched parameters whose
-default lies inside the space.
+study's first trial takes the model's ``Config`` defaults (or the preset every trial builds
+on, ``base``) for the searched parameters whose value lies inside the space.
 A trial that fails (a diverging loss, a combination the model refuses, an out-of-memory
 error) is recorded as failed with its reason, and the study goes on.
 
@@ -128,9 +128,11 @@ class Objective:
     """Train with a trial's parameters, return the validation ``metric``."""
 
     def __init__(self, model: str, space: Space, data: TuneData, metric: str,
-                 device: str = "cpu", deadline: float | None = None) -> None:  # fmt: skip
+                 device: str = "cpu", deadline: float | None = None,
+                 base: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.deadline = deadline  # time.monotonic() after which a trial ends at its epoch
         self.model = model
+        self.base = base or {}  # a preset: what the searched parameters override
         self.space = space
         self.data = data
         self.metric = metric
@@ -159,7 +161,7 @@ class Objective:
         started = time.perf_counter()
         values: list[float] = []
         try:
-            model = create_model(self.model, params).to(self.device)
+            model = create_model(self.model, self.base, params).to(self.device)
             try:
                 model.fit(self.data.train, self.data.item_index,
                           on_epoch=self._reporter(trial, model, values)
