@@ -224,7 +224,7 @@ def tune(
                       _importances(study))  # fmt: skip
 
 
-def preset_base(model: str, space: Space, preset: str | None) -> dict[str, Any]:
+def preset_base(model: str, space: Space | None, preset: str | None) -> dict[str, Any]:
     """The parameters of ``model``'s preset (none: {}), checked against ``space``'s fixed
     ones: a space that fixes a different value would run a setting the preset's name hides.
     Errors name no flag: the caller's flag (--preset, --models) prefixes them."""
@@ -236,6 +236,8 @@ def preset_base(model: str, space: Space, preset: str | None) -> dict[str, Any]:
         return {}
     cls = model_class(model)
     base = cls.preset(preset)
+    if space is None:
+        return base
     fixed, given = build_config(cls.Config, space.fixed), build_config(cls.Config, base)
     clash = [key for key in sorted(set(space.fixed) & set(base))
              if getattr(fixed, key) != getattr(given, key)]  # fmt: skip

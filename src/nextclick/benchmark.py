@@ -136,10 +136,7 @@ def _check_preset(label: str, model: str, space: str | None, preset: str) -> Non
     from nextclick.api import preset_base
 
     try:
-        if space is None:
-            model_class(model).preset(preset)
-        else:
-            preset_base(model, load_space(space), preset)
+        preset_base(model, None if space is None else load_space(space), preset)
     except ConfigError as exc:
         raise ConfigError(f"--models {label}: {exc}") from None
 
@@ -240,11 +237,11 @@ def publish(out: Path, state: dict[str, Any], plans: list[Plan]) -> None:
 def _one(item: Plan, files: dict[str, Path], out: Path, storage: str, seed: int | None,
          device: str) -> dict[str, Any]:  # fmt: skip
     """Tune (if the model has a space), retrain the best on train_full, test; the record."""
-    from nextclick.api import evaluate_file, result_record, train, tune
+    from nextclick.api import evaluate_file, preset_base, result_record, train, tune
     from nextclick.records import config_dict, curves, environment, write_record
 
     study: dict[str, Any] = {}
-    params = model_class(item.model).preset(item.preset) if item.preset else {}
+    params = preset_base(item.model, None, item.preset)
     if item.space is not None:
         study_name = f"benchmark-{item.label}"
         remaining = item.seconds - spent_seconds(storage, study_name)
