@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from common import emit
 
@@ -58,6 +59,23 @@ def run_nextclick(train, test, params: dict) -> dict:
     }
 
 
+@contextlib.contextmanager
+def series_accepted_by_torch_tensor():
+    """The reference's logQ path (cross-entropy with logq > 0, the rsc15 preset) passes a pandas
+    Series to torch.tensor, which current torch rejects ("could not determine the shape of
+    object type 'Series'"); hand it the Series' array instead, changing nothing else."""
+    original = torch.tensor
+
+    def tensor(data, *args, **kwargs):
+        return original(data.to_numpy() if isinstance(data, pd.Series) else data, *args, **kwargs)
+
+    torch.tensor = tensor
+    try:
+        yield
+    finally:
+        torch.tensor = original
+
+
 def run_reference(reference: Path, train, test, params: dict) -> dict:
     sys.path.insert(0, str(reference))
     from evaluation import batch_eval  # the reference's own modules
@@ -72,7 +90,8 @@ def run_reference(reference: Path, train, test, params: dict) -> dict:
     started = time.perf_counter()
     # Its compatibility-mode initialisation fails on current torch (float64 numbers set into
     # float32 tensors); the standard one costs the same time per epoch.
-    model.fit(train, compatibility_mode=False)
+    with series_accepted_by_torch_tensor():
+        model.fit(train, compatibility_mode=False)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     recall, mrr = batch_eval(model, test, cutoff=[20], batch_size=512, mode="conservative")
