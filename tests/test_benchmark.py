@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +90,51 @@ def test_benchmark_runs_every_model_reports_them_and_resumes(tmp_path, capsys):
     assert len(list((moved / "runs").iterdir())) == 4
     page = (moved / "report" / "index.html").read_text()
     assert all(f"{label} (benchmark)" in page for label in again)
+
+
+def completed_trials(out: Path, label: str) -> list[tuple]:
+    """(number, start time) of the finished trials of a model's benchmark study."""
+    if not (out / "studies.db").exists():
+        return []
+    try:
+        study = optuna.load_study(study_name=f"benchmark-{label}",
+                                  storage=f"sqlite:///{out / 'studies.db'}")  # fmt: skip
+    except KeyError:
+        return []
+    return [(t.number, t.datetime_start)
+            for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE])]
+
+
+def test_a_killed_benchmark_resumes_the_study_it_was_in(tmp_path, capsys):
+    space = tmp_path / "tiny-narm.toml"
+    space.write_text(TINY_NARM)
+    out = tmp_path / "bench"
+    args = ["-q", "benchmark", str(DATA), "--models", f"pop,itemknn,{space}", "--budget", "25s",
+            "--out", str(out), "--seed", "1"]  # fmt: skip
+    killed = subprocess.Popen([sys.executable, "-m", "nextclick", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not completed_trials(out, "tiny-narm"):
+            assert killed.poll() is None and time.monotonic() < deadline, "no NARM trial"
+            time.sleep(0.2)
+    finally:
+        killed.kill()
+        killed.wait()
+    before = read_state(out)["finished"]
+    assert list(before) == ["pop", "itemknn"]  # killed inside NARM's study
+    trials_before = completed_trials(out, "tiny-narm")
+    assert main([*args, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["finished"]
+    assert list(again) == ["pop", "itemknn", "tiny-narm"]
+    assert {label: again[label]["run_dir"] for label in before} == {
+        label: r["run_dir"] for label, r in before.items()}  # fmt: skip
+    assert len(list((out / "runs").iterdir())) == 3
+    # The study went on from the trials the killed run had finished, and the result counts
+    # them all.
+    trials_after = completed_trials(out, "tiny-narm")
+    assert trials_after[: len(trials_before)] == trials_before
+    assert again["tiny-narm"]["trials"]["COMPLETE"] == len(trials_after)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
