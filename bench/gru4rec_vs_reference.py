@@ -61,7 +61,8 @@ def run_nextclick(train, test, params: dict) -> dict:
 
 @contextlib.contextmanager
 def series_accepted_by_torch_tensor():
-    """The reference's logQ path (cross-entropy with logq > 0, the rsc15 preset) passes a pandas
+    """The reference's logQ path (cross-entropy with logq > 0: the presets rsc15, yoochoose,
+    rees46) passes a pandas
     Series to torch.tensor, which current torch rejects ("could not determine the shape of
     object type 'Series'"); hand it the Series' array instead, changing nothing else."""
     original = torch.tensor

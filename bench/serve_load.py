@@ -12,8 +12,9 @@ start + i / rate whatever the answers so far, and its latency counts from that d
 queueing shows. Reported per set-up: p50/p90/p99/max latency and errors at --rate for
 --duration seconds, and the highest rate of --search-rates whose --search-seconds run kept
 p99 <= 50 ms without errors, confirmed by a --duration run; and the service processes' RSS
-after the run at --rate (the model and the sessions held). Memory per held session is the
-service's RSS growth (in-process store) or Redis's used_memory growth over --sessions sessions.
+after the run at --rate (the model, and the sessions held on the in-process store). Memory per
+held session is the service's RSS growth (in-process store) or Redis's used_memory growth over
+--sessions sessions.
 
 Generator and service share this machine's cores: the generator's own CPU use is reported.
 """
@@ -323,7 +324,8 @@ def setup_run(name: str, service: Service, args: argparse.Namespace,
                                  pids)}
     if name != "redis-2proc":  # /metrics is one process's: only then are rounds all there
         out["at_rate"]["rounds"] = round_breakdown(before, round_seconds(service.port))
-    out["service_rss_mb"] = round(rss_mb(child_pids(service.process.pid)))  # model and store
+    # The service processes' own (Redis's sessions are not in it; shared pages count per process).
+    out["service_rss_mb"] = round(rss_mb(child_pids(service.process.pid)))
     steps, best = [], None
     for rate in args.search_rates:
         result = load(service.port, rate, args.search_seconds, sessions, f"{name}-s{rate}")

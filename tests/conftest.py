@@ -51,8 +51,9 @@ def model_dirs(rsc15_sample: Rsc15Sample, tmp_path_factory: pytest.TempPathFacto
         "itemknn": ("itemknn", {}),
         "pop": ("pop", {}),
         "sasrec": ("sasrec", {"hidden_size": 16, "n_epochs": 1, "max_len": 10}),
-        "srgnn": ("srgnn", {"hidden_size": 8, "n_epochs": 1, "max_len": 10}),
-        "gcegnn": ("gcegnn", {"hidden_size": 8, "n_epochs": 1, "max_len": 10}),
+        "srgnn": ("srgnn", {"hidden_size": 8, "n_epochs": 1, "max_len": 10, "batch_size": 512}),
+        "gcegnn": ("gcegnn", {"hidden_size": 8, "n_epochs": 1, "max_len": 10,
+                              "batch_size": 512}),
         "narm-first": ("narm", {"embedding_dim": 8, "hidden_size": 8, "n_epochs": 1,
                                 "max_len": 3, "truncation": "first"}),
     }

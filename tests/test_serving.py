@@ -30,7 +30,8 @@ from nextclick.serving.engine import Engine
 from nextclick.serving.store import MAX_ITEMS
 
 
-@pytest.mark.parametrize("label", ["gru4rec", "vsknn", "itemknn", "pop", "sasrec", "srgnn", "gcegnn"])
+@pytest.mark.parametrize("label",
+                         ["gru4rec", "vsknn", "itemknn", "pop", "sasrec", "srgnn", "gcegnn"])
 def test_each_click_answers_what_the_model_recommends(model_dirs, popular_ids, label):
     clicks = popular_ids[3:6]
     with client(model_dirs[label]) as c:
