@@ -385,6 +385,29 @@ def test_gcegnn_global_graph_comes_from_the_training_split_and_reloads(tmp_path)
     np.testing.assert_array_equal(loaded.score_prefixes(prefixes), model.score_prefixes(prefixes))
 
 
+def test_gcegnn_global_vectors_of_real_nodes_equal_the_whole_padded_table_s():
+    # Two hops over the real nodes only, each its own row, give what aggregating every slot
+    # of the padded (B, n) node table gives on the real slots.
+    rng = np.random.default_rng(5)
+    sessions = [list(rng.integers(0, 30, size=rng.integers(2, 9))) for _ in range(200)]
+    model, _ = fitted("gcegnn", sessions)
+    net = model.network_.eval()
+    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 9, 10]]
+    lengths = torch.tensor([len(r) for r in rows])
+    items = torch.tensor([[i + 1 for i in r] + [0] * (7 - len(r)) for r in rows])
+    from nextclick.models.gcegnn import ReversedGraph
+
+    graph = ReversedGraph(items, lengths)
+    session = torch.randn(3, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        real_only = net.global_vectors(graph.nodes, graph.node_real, session)
+        every_slot = net._global(graph.nodes, session)
+    mask = graph.node_real
+    assert mask.sum().item() == 7 + 1 + 2 and not mask.all()
+    torch.testing.assert_close(real_only[mask], every_slot[mask], rtol=1e-5, atol=1e-6)
+    assert torch.count_nonzero(real_only[~mask]) == 0
+
+
 def test_sampled_softmax_never_uses_a_sessions_own_targets_as_its_negatives():
     # Rows 0 and 1 are two positions of one session, row 2 another session: row 0's
     # candidates are its target, row 2's target and the sample; row 2 keeps all columns.

@@ -249,8 +249,18 @@ class GCEGNNNetwork(Network):
                                                           dtype=torch.int64))  # fmt: skip
         self.register_buffer("neighbour_weights", torch.zeros((n_items + 1, cfg.n_sample)))
 
-    def global_vectors(self, nodes: Tensor, session: Tensor) -> Tensor:
-        """(B, n, d) global representation of the nodes, ``len(self.hops)`` hops deep."""
+    def global_vectors(self, nodes: Tensor, node_real: Tensor, session: Tensor) -> Tensor:
+        """(B, n, d) global representation of the real nodes (0 on pad slots). Each real node
+        is aggregated as a row of its own with its session's vector: a batch's node table is
+        padded to its longest session, and every hop multiplies each slot by k."""
+        rows, slots = node_real.nonzero(as_tuple=True)
+        flat = self._global(nodes[rows, slots][:, None], session[rows])[:, 0]  # (N, d)
+        out = flat.new_zeros((*nodes.shape, flat.shape[-1]))
+        out[rows, slots] = flat
+        return out
+
+    def _global(self, nodes: Tensor, session: Tensor) -> Tensor:
+        """(B, m, d) of ``nodes`` (B, m), ``len(self.hops)`` hops deep."""
         B = nodes.shape[0]
         k = self.neighbour_ids.shape[1]
         ids, weights = [nodes], []
@@ -272,7 +282,7 @@ class GCEGNNNetwork(Network):
         session = (self.embedding(graph.items) * real).sum(dim=1) / lengths[:, None]  # s
         h_nodes = self.embedding(graph.nodes)
         h_local = self.local(h_nodes, graph.relation)
-        h_global = self.global_vectors(graph.nodes, session)
+        h_global = self.global_vectors(graph.nodes, graph.node_real, session)
         h = self.dropout_local(h_local) + self.dropout_global(h_global)  # (B, n, d)
         hidden = torch.gather(h, 1, graph.alias[:, :, None].expand(-1, -1, h.shape[2]))
         L, d = hidden.shape[1], hidden.shape[2]
