@@ -22,6 +22,13 @@ def nextclick(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
+def srgnn_split(data: Path, out: Path) -> None:
+    """``nextclick prepare srgnn-benchmark`` of an SR-GNN benchmark folder (train_sessions /
+    test_sessions .tsv.gz) into ``out``."""
+    nextclick("prepare", "srgnn-benchmark", str(data / "train_sessions.tsv.gz"),
+              str(data / "test_sessions.tsv.gz"), "--out", str(out))  # fmt: skip
+
+
 def emit(record: dict, out: Path | None) -> None:
     """Print the benchmark's JSON object, and write it to ``out`` when given."""
     text = json.dumps(record, indent=2)

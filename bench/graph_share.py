@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from common import SHARED, emit, nextclick
+from common import SHARED, emit, srgnn_split
 
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.models import create_model, gcegnn, model_class, neural, srgnn
@@ -103,8 +103,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        nextclick("prepare", "srgnn-benchmark", str(args.data / "train_sessions.tsv.gz"),
-                  str(args.data / "test_sessions.tsv.gz"), "--out", tmp)  # fmt: skip
+        srgnn_split(args.data, tmp)
         train = read_events(Path(tmp) / "train_full.tsv.gz")
     first = train["SessionId"].drop_duplicates().iloc[: args.sessions]
     train = train[train["SessionId"].isin(first)]

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import SHARED, emit, nextclick, rsc15_sample, summary
+from common import SHARED, emit, nextclick, rsc15_sample, srgnn_split, summary
 
 #: The paper's Table 2, RSC15 rows: (batch_size, dropout_p_hidden, learning_rate, momentum).
 TABLE2_RSC15 = {
@@ -58,8 +58,7 @@ def splits(name: str, tmp: Path) -> tuple[str, str]:
         return rsc15_sample()
     data = SHARED / "yoochoose1_64-srgnn"
     split = tmp / "split"
-    nextclick("prepare", "srgnn-benchmark", str(data / "train_sessions.tsv.gz"),
-              str(data / "test_sessions.tsv.gz"), "--out", str(split))  # fmt: skip
+    srgnn_split(data, split)
     return str(split / "train_full.tsv.gz"), str(split / "test.tsv.gz")
 
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import emit, nextclick
+from common import emit, nextclick, srgnn_split
 
 from nextclick.models import model_class
 
@@ -36,8 +36,7 @@ def main() -> None:
                     "models": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         split = Path(tmp) / "split"
-        nextclick("prepare", "srgnn-benchmark", str(args.data / "train_sessions.tsv.gz"),
-                  str(args.data / "test_sessions.tsv.gz"), "--out", str(split))  # fmt: skip
+        srgnn_split(args.data, split)
         for name in args.models.split(","):
             preset = args.preset if args.preset in model_class(name).presets else None
             print(f"{name}...", file=sys.stderr)

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import emit, nextclick, summary
+from common import emit, nextclick, srgnn_split, summary
 
 from nextclick.config import parse_overrides
 from nextclick.data import ItemIndex, encode_sessions, read_events
@@ -102,8 +102,7 @@ def main() -> None:
              *(f for p in args.param for f in ("--param", p))]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         split = Path(tmp) / "split"
-        nextclick("prepare", "srgnn-benchmark", str(args.data / "train_sessions.tsv.gz"),
-                  str(args.data / "test_sessions.tsv.gz"), "--out", str(split))  # fmt: skip
+        srgnn_split(args.data, split)
         record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
                         "data": str(args.data), "preset": args.preset, "params": args.param}
         if cls.trains_in_epochs:
