@@ -254,3 +254,79 @@ def test_parquet_categorical_times_and_times_out_of_range(tmp_path):
     with pytest.raises(DataError, match=r"far\.csv:3: column 'Time': '3000-01-01T00:00:00Z': "
                                         r"a time outside the years 1678-2261"):  # fmt: skip
         read_events(_write(tmp_path / "far.csv", text))
+
+
+# Reading a block at a time (read_blocks): 40-byte blocks make each block a line or two.
+BLOCKS = (
+    "SessionId\tItemId\tTime\r\n"
+    "7\tp1\t2014-04-07T10:00:01.5Z\r\n"
+    "7\tx\t2014-04-07T10:00:00Z\r\n"
+    "3\tp1\t2014-04-07T12:00:00+02:00\r\n"
+    "3\tp2\t2014-04-07 10:00:02\r\n"  # pandas' layout, not Arrow's: that block goes by pandas
+    "5\tp3\t2014-04-07T09:00:00Z"  # no end of line
+)
+
+
+def _block_columns(table):
+    return table.ids("SessionId"), table.ids("ItemId"), table.times("Time")
+
+
+def test_read_blocks_converts_block_by_block_to_the_whole_files_values(tmp_path, monkeypatch):
+    from nextclick.data import table as tables
+
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 40)
+    gz = tmp_path / "b.tsv.gz"
+    gz.write_bytes(gzip.compress(BLOCKS.encode()))
+    blocks = list(tables._line_blocks(tables._source(gz, gzipped=True)))
+    # Whole lines only; the header alone is a block of no rows.
+    assert [block.count(b"\n") for block in blocks] == [1, 2, 1, 1, 0]
+    assert b"".join(blocks) == BLOCKS.encode()
+    # The block path itself gives the result (no fall-back to the whole file).
+    (sessions, items, times), rows = tables._converted_blocks(
+        gz, _block_columns, ["SessionId", "ItemId", "Time"], None, None
+    )
+    t0 = 1396864800.0  # 2014-04-07T10:00:00Z
+    assert rows == 5 and sessions.tolist() == [7, 7, 3, 3, 5]
+    assert items.tolist() == ["p1", "x", "p1", "p2", "p3"]
+    assert times.tolist() == [t0 + 1.5, t0, t0, t0 + 2, t0 - 3600]
+    events = read_events(gz)
+    assert events["SessionId"].tolist() == [3, 3, 5, 7, 7]
+    assert events["ItemId"].tolist() == ["p1", "p2", "p3", "x", "p1"]
+    assert events["Time"].tolist() == [t0, t0 + 2, t0 - 3600, t0, t0 + 1.5]
+
+
+def test_read_blocks_ids_text_only_in_a_later_block_read_the_whole_file(tmp_path, monkeypatch):
+    from nextclick.data import table as tables
+
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 20)
+    path = _write(tmp_path / "b.tsv", "SessionId\tItemId\tTime\n1\t007\t1\n1\t8\t2\n2\tab\t3\n")
+    wanted = ["SessionId", "ItemId", "Time"]
+    with pytest.raises(tables._WholeFile):  # integers in the first blocks, text in the last
+        tables._converted_blocks(path, _block_columns, wanted, None, None)
+    columns, rows = tables.read_blocks(path, _block_columns,
+                                       required=["SessionId", "ItemId", "Time"])  # fmt: skip
+    # As the whole file reads: "007" stays text once an id is not an integer.
+    assert rows == 3 and columns[1].tolist() == ["007", "8", "ab"]
+    assert columns[0].tolist() == [1, 1, 2] and columns[2].tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        # The first value decides that times are ISO-8601: a number in a later block is wrong.
+        ("1\t1\t2014-04-07T10:00:00Z\n1\t2\t2014-04-07T10:00:01Z\n1\t3\t1396864802\n",
+         r"b\.tsv:4: column 'Time': '1396864802' is not a number or an ISO-8601 timestamp"),
+        ("1\t1\t5\n1\t2\t6\n1\t3\t2014-04-07T10:00:00Z\n",
+         r"b\.tsv:4: column 'Time': '2014-04-07T10:00:00Z' is not a number or an ISO-8601"),
+        ("1\t1\t5\n1\t2\t6\n1\t3\t7\n2\t\t8\n", r"b\.tsv:5: column 'ItemId': missing value"),
+        ("1\t1\t5\n1\t2\t6\n1\t3\t7\n2\t4\n", r"b\.tsv:5: column 'Time': missing value"),
+    ],
+)  # fmt: skip
+def test_read_blocks_errors_name_the_line_in_the_whole_file(tmp_path, monkeypatch, content,
+                                                            message):  # fmt: skip
+    from nextclick.data import table as tables
+
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 16)
+    path = _write(tmp_path / "b.tsv", "SessionId\tItemId\tTime\n" + content)
+    with pytest.raises(DataError, match=message):
+        read_events(path)

@@ -9,6 +9,7 @@ follows GRU4Rec's ``preprocess.py`` and the 2023 reference scripts, not with thi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -379,8 +380,9 @@ def test_stream_of_all_events_is_cut_before_non_views_are_dropped(tmp_path):
     )
     table = read_table(path, required=["timestamp", "visitorid", "event", "itemid"])
     view = table.equals("event", "view")
+    items = table.subset(view).ids("itemid")
     events, removal, _ = views_of_streams(
-        table, table.ids("visitorid"), table.numbers("timestamp"), view, "itemid", 1000.0
+        table.ids("visitorid"), table.numbers("timestamp"), view, items, 1000.0
     )
     assert events.values.tolist() == [[1, 1, 0.0], [1, 2, 6000.0], [2, 3, 99000.0]]
     assert removal == Removal("non-view events", 1, 0)
@@ -571,3 +573,30 @@ def test_written_files_have_the_standard_columns(tmp_path):
     frame = pd.read_csv(tmp_path / "test.tsv.gz", sep="\t")
     assert list(frame.columns) == ["SessionId", "ItemId", "Time"]
     assert frame["Time"].dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("recipe", "files"),
+    [
+        ("rsc15", [SAMPLES / "sample_yoochoose.dat"]),
+        ("yoochoose", [RAW / "yoochoose-clicks.dat", RAW / "yoochoose-test.dat"]),
+        ("diginetica", [SAMPLES / "sample_train-item-views.csv.gz"]),
+        ("retailrocket", [RAW / "retailrocket-events.csv"]),
+        ("rees46", [RAW / "rees46-2019-Oct.csv", RAW / "rees46-2019-Nov.csv"]),
+        ("coveo", [RAW / "coveo-browsing_train.csv"]),
+        ("srgnn-benchmark", [RAW / "srgnn" / f"{part}_sessions.tsv" for part in ("train", "test")]),
+    ],
+)
+def test_reading_in_small_blocks_gives_the_same_splits(tmp_path, monkeypatch, recipe, files):
+    # Every file of these spans several 200-byte blocks, each converted on its own.
+    from nextclick.data import table
+
+    whole = prepare(recipe, files, tmp_path / "whole")
+    monkeypatch.setattr(table, "BLOCK_BYTES", 200)
+    blocks = prepare(recipe, files, tmp_path / "blocks")
+    assert dataclasses.replace(blocks, files=whole.files) == whole  # the same counts and notes
+    for split in SPLITS:
+        name = f"{split}.tsv.gz"
+        assert gzip.decompress((tmp_path / "blocks" / name).read_bytes()) == gzip.decompress(
+            (tmp_path / "whole" / name).read_bytes()
+        )

@@ -8,6 +8,7 @@ without a traceback (the raw columns and their checks are :mod:`nextclick.data.t
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import os
 import shutil
@@ -20,10 +21,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from nextclick.data.table import INT_RE, Table, read_table, release_unused
+from nextclick.data.table import INT_RE, Columns, Table, read_blocks, read_table, release_unused
 from nextclick.errors import DataError
 
-__all__ = ["INT_RE", "EventColumns", "Table", "read_events", "read_table", "write_events"]
+__all__ = [
+    "INT_RE",
+    "Columns",
+    "EventColumns",
+    "Table",
+    "read_blocks",
+    "read_events",
+    "read_table",
+    "write_events",
+]
 
 SESSION, ITEM, TIME = "SessionId", "ItemId", "Time"
 #: Column used for ordering when a file has positions instead of timestamps (SR-GNN benchmarks).
@@ -69,18 +79,15 @@ def read_events(
         time; the sort is stable, so events with equal times keep their file order.
     """
     columns = columns or EventColumns()
-    table = read_table(path, sep=sep, required=lambda header: _wanted(path, header, columns))
-    session_name, item_name, time_name = _wanted(path, table.columns, columns)
-    out = pd.DataFrame(
-        {
-            SESSION: table.ids(session_name),
-            ITEM: table.ids(item_name),
-            TIME: table.times(time_name),
-        }
-    )
-    del table
-    release_unused()  # before the sort, which needs the room
-    return sort_events(out)
+
+    def convert(table: Table) -> Columns:
+        session, item, time = _wanted(path, table.columns, columns)
+        return table.ids(session), table.ids(item), table.times(time)
+
+    wanted = functools.partial(_wanted, path, columns=columns)
+    (sessions, items, times), _ = read_blocks(path, convert, sep=sep, required=wanted)
+    release_unused()  # the blocks' columns are gone: their memory, before the sort
+    return sort_events(pd.DataFrame({SESSION: sessions, ITEM: items, TIME: times}))
 
 
 def _wanted(path: str | os.PathLike[str], header: list[str], columns: EventColumns) -> list[str]:

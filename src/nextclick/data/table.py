@@ -2,11 +2,12 @@
 
 A text file is parsed by PyArrow's multi-threaded CSV reader into Arrow string columns (a
 few bytes a value, not a Python object each), and every conversion runs chunk by chunk with
-``pyarrow.compute``, so reading a 33M-line click log needs about the memory of its text plus
-its numeric result. Every problem is reported as one :class:`~nextclick.errors.DataError`
-line naming the file, the line (or Parquet row) and the column. Where PyArrow's fast path
-rejects a chunk, pandas parses that chunk the way nextclick always has (its ISO-8601 reader
-accepts more layouts than Arrow's), so a rare layout costs time, never a different result.
+``pyarrow.compute``. :func:`read_blocks` converts a text file a block at a time, so that only
+one block's raw columns are held beside the numeric result. Every problem is reported as one
+:class:`~nextclick.errors.DataError` line naming the file, the line (or Parquet row) and the
+column. Where PyArrow's fast path rejects a chunk, pandas parses that chunk the way nextclick
+always has (its ISO-8601 reader accepts more layouts than Arrow's), so a rare layout costs
+time, never a different result.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,9 @@ class Table:
     first_line: int
     #: 0-based data row in the file of each row, once :meth:`subset` dropped some.
     rows: np.ndarray | None = None
+    #: Whether each time column holds numbers (True) or ISO-8601 text (False), as its first
+    #: value decided; shared by the blocks of one file, so that the first block decides.
+    time_kinds: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @property
     def columns(self) -> list[str]:
@@ -135,7 +139,10 @@ class Table:
             return self._numbers(column, _NOT_TIME)
         chunks = self._strings(column)
         first = next(chunks, None)
-        if first is None or _NUMBER_RE.match(first[1][0].as_py()):
+        if first is None:
+            return np.zeros(0, dtype=np.float64)
+        numeric = self.time_kinds.setdefault(column, bool(_NUMBER_RE.match(first[1][0].as_py())))
+        if numeric:
             return self._numbers(column, _NOT_TIME)
         parts = [self._iso_chunk(column, *first)]
         parts.extend(self._iso_chunk(column, offset, chunk) for offset, chunk in chunks)
@@ -276,13 +283,24 @@ def read_table(
         column that is read (the others are split into fields but not decoded).
     """
     path = Path(path)
+    if _is_parquet(path):
+        return _read_parquet(path, required)
+    return _read_text(path, required, sep, names, gzipped=_is_gzipped(path))
+
+
+def _magic(path: Path) -> bytes:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic == _PARQUET_MAGIC or path.suffix in {".parquet", ".pq"}:
-        return _read_parquet(path, required)
-    return _read_text(path, required, sep, names, gzipped=magic[:2] == _GZIP_MAGIC)
+        return fh.read(4)
+
+
+def _is_parquet(path: Path) -> bool:
+    return _magic(path) == _PARQUET_MAGIC or path.suffix in {".parquet", ".pq"}
+
+
+def _is_gzipped(path: Path) -> bool:
+    return _magic(path)[:2] == _GZIP_MAGIC
 
 
 def _columns(header: list[str], required: Required, path: Path) -> list[str]:
@@ -317,13 +335,9 @@ def _first_line(path: Path, gzipped: bool) -> str:
 def _read_text(
     path: Path, required: Required, sep: str | None, names: list[str] | None, gzipped: bool
 ) -> Table:
-    first = _first_line(path, gzipped)
-    if sep is None:
-        sep = next((s for s in ("\t", ";", ",") if s in first), "\t")
-    header = names if names is not None else [h.strip().strip('"') for h in first.split(sep)]
-    wanted = _columns(header, required, path)
+    header, wanted, sep = _text_layout(path, required, sep, names, gzipped)
     try:
-        data = _arrow_csv(path, header, wanted, sep, names is None, gzipped, use_threads=True)
+        data = _arrow_csv(_source(path, gzipped), header, wanted, sep, names is None)
     except pa.ArrowInvalid as exc:
         raise _parse_error(path, header, wanted, sep, names, gzipped, exc) from None
     except (OSError, EOFError) as exc:
@@ -333,21 +347,121 @@ def _read_text(
     return Table(path, data, "line", 1 if names is not None else 2)
 
 
-def _arrow_csv(
+def _text_layout(
+    path: Path, required: Required, sep: str | None, names: list[str] | None, gzipped: bool
+) -> tuple[list[str], list[str], str]:
+    """(header, wanted columns, separator) of a text file."""
+    first = _first_line(path, gzipped)
+    if sep is None:
+        sep = next((s for s in ("\t", ";", ",") if s in first), "\t")
+    header = names if names is not None else [h.strip().strip('"') for h in first.split(sep)]
+    return header, _columns(header, required, path), sep
+
+
+def _source(path: Path, gzipped: bool) -> pa.NativeFile:
+    return pa.input_stream(str(path), compression="gzip" if gzipped else None)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a block at a time
+
+#: Bytes of (decompressed) text that :func:`read_blocks` parses and converts at a time.
+BLOCK_BYTES = 64 << 20
+
+Columns = tuple[np.ndarray, ...]
+
+
+class _WholeFile(Exception):
+    """The blocks cannot give the whole file's result by themselves: convert it whole."""
+
+
+def read_blocks(
+    path: str | Path,
+    convert: Callable[[Table], Columns],
+    *,
+    required: Required,
+    sep: str | None = None,
+    names: list[str] | None = None,
+) -> tuple[Columns, int]:
+    """``convert(read_table(path, ...))`` and the file's row count, computed on a text file
+    one block of ``BLOCK_BYTES`` at a time, so that the raw columns of one block (not of the
+    whole file) are held beside the converted arrays.
+
+    ``convert`` must work row by row: its arrays for the whole file are those of the blocks,
+    one after the other. The result and every error are those of the whole-file call: a time
+    column takes the kind (number or ISO-8601) that the file's first value decides, and where
+    the blocks cannot decide alone (ids that are integers in one block and text in another)
+    or any block fails (a bad value, a ragged line), the file is read and converted whole,
+    so that an error names the line and column it always named. Parquet files are read whole.
+    """
+    path = Path(path)
+    if not _is_parquet(path):
+        try:
+            return _converted_blocks(path, convert, required, sep, names)
+        except (_WholeFile, DataError, pa.ArrowInvalid, OSError, EOFError):
+            pass  # the whole file's result, or its error
+    table = read_table(path, required=required, sep=sep, names=names)
+    return convert(table), len(table)
+
+
+def _converted_blocks(
     path: Path,
+    convert: Callable[[Table], Columns],
+    required: Required,
+    sep: str | None,
+    names: list[str] | None,
+) -> tuple[Columns, int]:
+    gzipped = _is_gzipped(path)
+    header, wanted, sep = _text_layout(path, required, sep, names, gzipped)
+    parts: list[Columns] = []
+    time_kinds: dict[str, bool] = {}
+    first_line = 1 if names is not None else 2
+    rows = 0
+    for number, text in enumerate(_line_blocks(_source(path, gzipped))):
+        has_header = names is None and number == 0
+        data = _arrow_csv(pa.BufferReader(text), header, wanted, sep, has_header)
+        parts.append(convert(Table(path, data, "line", first_line + rows, time_kinds=time_kinds)))
+        rows += data.num_rows
+    if rows == 0:
+        raise _WholeFile  # for the whole file's error
+    return tuple(_joined([part[i] for part in parts]) for i in range(len(parts[0]))), rows
+
+
+def _line_blocks(source: pa.NativeFile) -> Iterator[bytes]:
+    """The text in blocks of about ``BLOCK_BYTES``, each ending at the end of a line."""
+    rest = b""
+    with source:
+        while chunk := source.read(BLOCK_BYTES):
+            text = rest + chunk
+            end = text.rfind(b"\n") + 1
+            rest = text[end:]
+            if end:
+                yield text[:end]
+    if rest:
+        yield rest
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """One column from the blocks' parts; ids of different kinds need the whole file."""
+    filled = [part for part in parts if len(part)] or parts[:1]
+    if len({part.dtype.kind for part in filled}) > 1:
+        raise _WholeFile
+    return _concat(filled, filled[0].dtype)
+
+
+def _arrow_csv(
+    source: pa.NativeFile,
     header: list[str],
     wanted: list[str],
     sep: str,
     has_header: bool,
-    gzipped: bool,
-    use_threads: bool,
+    use_threads: bool = True,
     on_invalid: Callable | None = None,
 ) -> pa.Table:
     import pyarrow.csv as pcsv
 
     # Every column is split (not just ``wanted``), so that a ragged line is an error; an
     # empty line is a row of blanks (a missing value), as it was for the pandas reader.
-    source = pa.input_stream(str(path), compression="gzip" if gzipped else None)
     return pcsv.read_csv(
         source,
         read_options=pcsv.ReadOptions(
@@ -385,7 +499,7 @@ def _parse_error(
         return "error"
 
     try:
-        _arrow_csv(path, header, wanted, sep, names is None, gzipped, False, on_invalid)
+        _arrow_csv(_source(path, gzipped), header, wanted, sep, names is None, False, on_invalid)
     except (pa.ArrowInvalid, OSError):
         pass
     if not rows:
@@ -422,9 +536,9 @@ def _read_parquet(path: Path, required: Required) -> Table:
         raise DataError(f"{path}: not a valid Parquet file ({type(exc).__name__})") from None
     wanted = _columns(header, required, path)
     data = pq.read_table(path, columns=wanted)
-    for i, field in enumerate(data.schema):
-        if pa.types.is_dictionary(field.type):  # pandas' categoricals: their values
-            data = data.set_column(i, field.name, pc.cast(data.column(i), field.type.value_type))
+    for i, column in enumerate(data.schema):
+        if pa.types.is_dictionary(column.type):  # pandas' categoricals: their values
+            data = data.set_column(i, column.name, pc.cast(data.column(i), column.type.value_type))
     if data.num_rows == 0:
         raise DataError(f"{path}: Parquet file has no rows")
     return Table(path, data, "row", 1)

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from nextclick.data.io import ITEM, SESSION, TIME
-from nextclick.data.table import Table, release_unused
+from nextclick.data.table import release_unused
 from nextclick.errors import DataError
 
 #: The four output files, in the order they are written and reported.
@@ -159,23 +159,22 @@ def sessionise(users: np.ndarray, times: np.ndarray, gap: float) -> tuple[np.nda
 
 
 def views_of_streams(
-    table: Table,
     users: np.ndarray,
     times: np.ndarray,
     view: np.ndarray,
-    item_column: str,
+    items: np.ndarray,
     per_second: float,
 ) -> tuple[pd.DataFrame, Removal, str]:
     """Sessionise every event of each user's stream by 1-hour gaps, then keep the views.
 
     Parameters
     ----------
-    table
-        The raw file, for parsing ``item_column`` on the view rows only.
     users, times : (n,)
         Stream id and time of every row, ``per_second`` time units a second (1000 for ms).
     view : (n,) bool
         The rows to keep.
+    items : (view.sum(),)
+        The items of those rows (parsed on the view rows only).
 
     Returns
     -------
@@ -184,7 +183,6 @@ def views_of_streams(
         a note on how many sessions the cut made.
     """
     sessions, n_cuts = sessionise(users, times, HOUR * per_second)
-    items = table.subset(view).ids(item_column)
     n_sessions = int(sessions.max()) if len(sessions) else 0
     with_views = len(pd.unique(sessions[view]))
     removal = Removal("non-view events", int((~view).sum()), n_sessions - with_views)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nextclick.data.io import read_table
+from nextclick.data.io import Columns, Table, read_blocks
 from nextclick.data.recipes.common import (
     DAY,
     Prepared,
@@ -39,13 +39,15 @@ def _coveo(raw: list[Path]) -> Prepared:
             raise DataError(f"{path}: missing column(s) {wanted}; columns found: {found}")
         return [_SESSION, _ACTION, item, _TIME]
 
-    table = read_table(path, required=columns, sep=",")
+    (ms, sessions, view, items), n_rows = read_blocks(path, _rows, required=columns, sep=",")
+    events, removal, note = views_of_streams(sessions, ms, view, items, per_second=1000.0)
+    return protocol_2023(events, DAY, n_rows, [removal], [note])
+
+
+def _rows(table: Table) -> Columns:
     ms = table.numbers(_TIME)
     view = table.equals(_ACTION, "detail")
-    events, removal, note = views_of_streams(
-        table, table.ids(_SESSION), ms, view, table.columns[2], per_second=1000.0
-    )
-    return protocol_2023(events, DAY, len(ms), [removal], [note])
+    return ms, table.ids(_SESSION), view, table.subset(view).ids(table.columns[2])
 
 
 COVEO = Recipe(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextclick.data.io import read_table
+from nextclick.data.io import Columns, Table, read_blocks
 from nextclick.data.recipes.common import DAY, Prepared, Recipe, events_frame, protocol_2023
 from nextclick.errors import DataError
 
@@ -35,13 +35,16 @@ def read_views(path: Path) -> pd.DataFrame:
             f"(or session_id;user_id;item_id;...); columns found: {', '.join(header)}"
         )
 
-    table = read_table(path, required=columns, sep=";")
-    session_col, item_col, offset_col, date_col = table.columns
-    sessions = table.ids(session_col)
-    dates = table.times(date_col)
-    offsets = table.numbers(offset_col) / 1000.0
+    (sessions, items, offsets, dates), _ = read_blocks(path, _rows, required=columns, sep=";")
     first_date = pd.Series(dates).groupby(sessions).transform("min").to_numpy()
-    return events_frame(sessions, table.ids(item_col), first_date + offsets)
+    return events_frame(sessions, items, first_date + offsets / 1000.0)
+
+
+def _rows(table: Table) -> Columns:
+    session_col, item_col, offset_col, date_col = table.columns
+    sessions, dates = table.ids(session_col), table.times(date_col)
+    offsets = table.numbers(offset_col)
+    return sessions, table.ids(item_col), offsets, dates
 
 
 def _diginetica(raw: list[Path]) -> Prepared:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from nextclick.data.io import read_table
+from nextclick.data.io import Columns, Table, read_blocks
 from nextclick.data.recipes.common import (
     DAY,
     HOUR,
@@ -33,13 +33,16 @@ _COLUMNS = ["event_time", "event_type", "product_id", "user_id"]
 
 def _read_views(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Users, items and times (seconds) of the views in one monthly file, and its row count."""
-    table = read_table(path, required=_COLUMNS, sep=",")
+    (users, items, times), n_rows = read_blocks(path, _views, required=_COLUMNS, sep=",")
+    return users, items, times, n_rows
+
+
+def _views(table: Table) -> Columns:
     views = table.subset(table.equals("event_type", "view"))
     # ISO-8601 readers reject the trailing " UTC" zone name; "Z" says the same.
     iso = pc.replace_substring_regex(views.text("event_time"), r" UTC$", "Z")
     views = views.with_column("event_time", iso)
-    users, items, times = views.ids("user_id"), views.ids("product_id"), views.times("event_time")
-    return users, items, times, len(table)
+    return views.ids("user_id"), views.ids("product_id"), views.times("event_time")
 
 
 def _rees46(raw: list[Path]) -> Prepared:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nextclick.data.io import read_table
+from nextclick.data.io import Columns, Table, read_blocks
 from nextclick.data.recipes.common import (
     DAY,
     Prepared,
@@ -23,13 +23,16 @@ from nextclick.data.recipes.common import (
 
 
 def _retailrocket(raw: list[Path]) -> Prepared:
-    table = read_table(raw[0], required=["timestamp", "visitorid", "event", "itemid"], sep=",")
+    required = ["timestamp", "visitorid", "event", "itemid"]
+    (ms, visitors, view, items), n_rows = read_blocks(raw[0], _rows, required=required, sep=",")
+    events, removal, note = views_of_streams(visitors, ms, view, items, per_second=1000.0)
+    return protocol_2023(events, 7 * DAY, n_rows, [removal], [note])
+
+
+def _rows(table: Table) -> Columns:
     ms = table.numbers("timestamp")
     view = table.equals("event", "view")
-    events, removal, note = views_of_streams(
-        table, table.ids("visitorid"), ms, view, "itemid", per_second=1000.0
-    )
-    return protocol_2023(events, 7 * DAY, len(ms), [removal], [note])
+    return ms, table.ids("visitorid"), view, table.subset(view).ids("itemid")
 
 
 RETAILROCKET = Recipe(

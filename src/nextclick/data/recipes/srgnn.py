@@ -24,13 +24,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextclick.data.io import ITEM, POSITION, SESSION, TIME, read_table
+from nextclick.data.io import ITEM, POSITION, SESSION, TIME, Columns, Table, read_blocks
 from nextclick.data.recipes.common import SPLITS, Prepared, Recipe
 from nextclick.errors import DataError
 
 
 def _read(path: Path) -> pd.DataFrame:
-    table = read_table(path, required=[SESSION, ITEM, POSITION])
+    (sessions, items, positions), _ = read_blocks(path, _rows, required=[SESSION, ITEM, POSITION])
+    frame = pd.DataFrame({SESSION: sessions, ITEM: items, POSITION: positions})
+    return frame.sort_values([SESSION, POSITION], kind="stable").reset_index(drop=True)
+
+
+def _rows(table: Table) -> Columns:
     sessions = table.ids(SESSION)
     if sessions.dtype.kind not in "iu":
         bad = int(np.flatnonzero(~pd.Series(sessions).str.fullmatch(r"-?\d+").to_numpy())[0])
@@ -40,10 +45,7 @@ def _read(path: Path) -> pd.DataFrame:
     if bad_pos.any():
         pos = int(np.flatnonzero(bad_pos)[0])
         raise table.fail(pos, POSITION, f"{positions[pos]:g} is not a position (0, 1, 2, ...)")
-    frame = pd.DataFrame(
-        {SESSION: sessions, ITEM: table.ids(ITEM), POSITION: positions.astype(np.int64)}
-    )
-    return frame.sort_values([SESSION, POSITION], kind="stable").reset_index(drop=True)
+    return sessions, table.ids(ITEM), positions.astype(np.int64)
 
 
 def _srgnn(raw: list[Path]) -> Prepared:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextclick.data.io import read_table
+from nextclick.data.io import Columns, Table, read_blocks
 from nextclick.data.recipes.common import (
     DAY,
     Prepared,
@@ -37,11 +37,15 @@ def read_clicks(path: Path) -> pd.DataFrame:
         For a row without four fields (e.g. ``yoochoose-buys.dat`` given by mistake: its rows
         have five), a missing id or a timestamp that is not ISO-8601.
     """
-    table = read_table(path, required=_FIELDS, sep=",", names=_FIELDS)
+    columns, _ = read_blocks(path, _clicks, required=_FIELDS, sep=",", names=_FIELDS)
+    return events_frame(*columns)
+
+
+def _clicks(table: Table) -> Columns:
     blank = table.equals("Category", "")
     if blank.any():  # every click has a category (0 when none): a blank one is a cut line
         raise table.fail(int(np.flatnonzero(blank)[0]), "Category", "missing value")
-    return events_frame(table.ids("SessionId"), table.ids("ItemId"), table.times("Timestamp"))
+    return table.ids("SessionId"), table.ids("ItemId"), table.times("Timestamp")
 
 
 def _rsc15(raw: list[Path]) -> Prepared:
