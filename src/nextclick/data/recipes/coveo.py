@@ -41,6 +41,7 @@ def _coveo(raw: list[Path]) -> Prepared:
 
     (ms, sessions, view, items), n_rows = read_blocks(path, _rows, required=columns, sep=",")
     events, removal, note = views_of_streams(sessions, ms, view, items, per_second=1000.0)
+    del ms, sessions, view, items  # every row's columns: only the views go on
     return protocol_2023(events, DAY, n_rows, [removal], [note])
 
 

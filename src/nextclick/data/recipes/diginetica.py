@@ -48,8 +48,7 @@ def _rows(table: Table) -> Columns:
 
 
 def _diginetica(raw: list[Path]) -> Prepared:
-    events = read_views(raw[0])
-    return protocol_2023(events, 7 * DAY, len(events), [], [])
+    return protocol_2023(read_views(raw[0]), 7 * DAY, None, [], [])
 
 
 DIGINETICA = Recipe(

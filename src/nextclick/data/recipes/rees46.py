@@ -59,6 +59,7 @@ def _rees46(raw: list[Path]) -> Prepared:
         f"({n_cuts} cuts at gaps over 1 hour)"
     ]
     events = events_frame(sessions, merged["ItemId"].to_numpy(), times)
+    del parts, merged, users, times, sessions  # only the sessionised views go on
     return protocol_2023(events, DAY, n_rows, removed, notes)
 
 

@@ -49,13 +49,11 @@ def _clicks(table: Table) -> Columns:
 
 
 def _rsc15(raw: list[Path]) -> Prepared:
-    events = read_clicks(raw[0])
-    return protocol_2016(events, len(events), [])
+    return protocol_2016(read_clicks(raw[0]), None, [])
 
 
 def _yoochoose(raw: list[Path]) -> Prepared:
-    events = concat_events([read_clicks(path) for path in raw])
-    return protocol_2023(events, DAY, len(events), [], [])
+    return protocol_2023(concat_events([read_clicks(path) for path in raw]), DAY, None, [], [])
 
 
 RSC15 = Recipe(
