@@ -283,7 +283,7 @@ def test_read_blocks_converts_block_by_block_to_the_whole_files_values(tmp_path,
     assert b"".join(blocks) == BLOCKS.encode()
     # The block path itself gives the result (no fall-back to the whole file).
     (sessions, items, times), rows = tables._converted_blocks(
-        gz, _block_columns, ["SessionId", "ItemId", "Time"], None, None
+        gz, True, _block_columns, ["SessionId", "ItemId", "Time"], None, None
     )
     t0 = 1396864800.0  # 2014-04-07T10:00:00Z
     assert rows == 5 and sessions.tolist() == [7, 7, 3, 3, 5]
@@ -302,7 +302,7 @@ def test_read_blocks_ids_text_only_in_a_later_block_read_the_whole_file(tmp_path
     path = _write(tmp_path / "b.tsv", "SessionId\tItemId\tTime\n1\t007\t1\n1\t8\t2\n2\tab\t3\n")
     wanted = ["SessionId", "ItemId", "Time"]
     with pytest.raises(tables._WholeFile):  # integers in the first blocks, text in the last
-        tables._converted_blocks(path, _block_columns, wanted, None, None)
+        tables._converted_blocks(path, False, _block_columns, wanted, None, None)
     columns, rows = tables.read_blocks(path, _block_columns,
                                        required=["SessionId", "ItemId", "Time"])  # fmt: skip
     # As the whole file reads: "007" stays text once an id is not an integer.
@@ -330,3 +330,24 @@ def test_read_blocks_errors_name_the_line_in_the_whole_file(tmp_path, monkeypatc
     path = _write(tmp_path / "b.tsv", "SessionId\tItemId\tTime\n" + content)
     with pytest.raises(DataError, match=message):
         read_events(path)
+
+
+def test_read_blocks_quoted_line_break_at_a_block_end_reads_the_whole_file(tmp_path, monkeypatch):
+    from nextclick.data import table as tables
+
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 13)
+    path = _write(tmp_path / "q.csv", 's,t,i\n1,2,"a\n4,5,b"\n7,8,x\n')
+    convert = lambda t: (t.ids("s"), t.ids("i"))  # noqa: E731
+    with pytest.raises(tables._WholeFile):
+        tables._converted_blocks(path, False, convert, ["s", "i", "t"], None, None)
+    (sessions, items), rows = tables.read_blocks(path, convert, required=["s", "i", "t"])
+    assert rows == 2 and sessions.tolist() == [1, 7] and items.tolist() == ["a\n4,5,b", "x"]
+
+
+def test_subsets_of_a_whole_file_decide_their_time_kind_each(tmp_path):
+    from nextclick.data.io import read_table
+
+    table = read_table(_write(tmp_path / "k.csv", "s,t\n1,5\n2,2020-01-01T00:00:00Z\n"),
+                       required=["s", "t"])  # fmt: skip
+    assert table.subset(np.array([True, False])).times("t").tolist() == [5.0]
+    assert table.subset(np.array([False, True])).times("t").tolist() == [1577836800.0]

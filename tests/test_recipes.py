@@ -506,6 +506,14 @@ BAD_FILES = [
         r"train\.tsv:3: column 'SessionId': 'x' is not an integer", id="srgnn-session-id",
     ),
     pytest.param(
+        # 19 digits do not fit int64: ids() reads the column as text, and this names the line.
+        "srgnn-benchmark",
+        {"train.tsv": "SessionId\tItemId\tPos\n1\t5\t0\n1234567890123456789\t6\t1\n",
+         "test.tsv": "SessionId\tItemId\tPos\n2\t5\t0\n"},
+        r"train\.tsv:3: column 'SessionId': '1234567890123456789' is not an integer",
+        id="srgnn-session-id-too-long",
+    ),
+    pytest.param(
         # Every session ends within the last day: train_full would be empty.
         "rsc15", {"clicks.dat": "".join(
             f"{s},2014-04-07T10:00:0{k}.000Z,{item},0\n"

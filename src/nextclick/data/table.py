@@ -28,8 +28,9 @@ from nextclick.errors import DataError
 _MISSING = ["", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"]
 #: An integer id as text (what makes an id column integer, and what ItemIndex accepts).
 INT_RE = re.compile(r"^-?\d{1,18}$")
-# The same in RE2 for pyarrow.compute (``\d`` is ASCII there, as int64 parsing needs).
-_INT_RE2 = r"^-?[0-9]{1,18}$"
+#: What :meth:`Table.ids` reads as an integer (ASCII digits, as int64 parsing needs).
+INT_TEXT = r"-?[0-9]{1,18}"
+_INT_RE2 = f"^{INT_TEXT}$"  # for pyarrow.compute
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$", re.I)
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
@@ -55,9 +56,10 @@ class Table:
     first_line: int
     #: 0-based data row in the file of each row, once :meth:`subset` dropped some.
     rows: np.ndarray | None = None
-    #: Whether each time column holds numbers (True) or ISO-8601 text (False), as its first
-    #: value decided; shared by the blocks of one file, so that the first block decides.
-    time_kinds: dict[str, bool] = field(default_factory=dict, compare=False)
+    #: Blocks of one file (:func:`read_blocks`): whether each time column holds numbers
+    #: (True) or ISO-8601 text (False), as the file's first value decided. None: the table
+    #: is a whole file, and each :meth:`times` call decides from its own first value.
+    time_kinds: dict[str, bool] | None = field(default=None, compare=False)
 
     @property
     def columns(self) -> list[str]:
@@ -141,8 +143,8 @@ class Table:
         first = next(chunks, None)
         if first is None:
             return np.zeros(0, dtype=np.float64)
-        numeric = self.time_kinds.setdefault(column, bool(_NUMBER_RE.match(first[1][0].as_py())))
-        if numeric:
+        kinds = {} if self.time_kinds is None else self.time_kinds
+        if kinds.setdefault(column, bool(_NUMBER_RE.match(first[1][0].as_py()))):
             return self._numbers(column, _NOT_TIME)
         parts = [self._iso_chunk(column, *first)]
         parts.extend(self._iso_chunk(column, offset, chunk) for offset, chunk in chunks)
@@ -283,24 +285,21 @@ def read_table(
         column that is read (the others are split into fields but not decoded).
     """
     path = Path(path)
-    if _is_parquet(path):
+    kind = _kind(path)
+    if kind == "parquet":
         return _read_parquet(path, required)
-    return _read_text(path, required, sep, names, gzipped=_is_gzipped(path))
+    return _read_text(path, required, sep, names, gzipped=kind == "gzip")
 
 
-def _magic(path: Path) -> bytes:
+def _kind(path: Path) -> str:
+    """``"parquet"``, ``"gzip"`` (gzipped text) or ``"text"``, by content (and suffix)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as fh:
-        return fh.read(4)
-
-
-def _is_parquet(path: Path) -> bool:
-    return _magic(path) == _PARQUET_MAGIC or path.suffix in {".parquet", ".pq"}
-
-
-def _is_gzipped(path: Path) -> bool:
-    return _magic(path)[:2] == _GZIP_MAGIC
+        magic = fh.read(4)
+    if magic == _PARQUET_MAGIC or path.suffix in {".parquet", ".pq"}:
+        return "parquet"
+    return "gzip" if magic[:2] == _GZIP_MAGIC else "text"
 
 
 def _columns(header: list[str], required: Required, path: Path) -> list[str]:
@@ -392,26 +391,31 @@ def read_blocks(
     column takes the kind (number or ISO-8601) that the file's first value decides, and where
     the blocks cannot decide alone (ids that are integers in one block and text in another)
     or any block fails (a bad value, a ragged line), the file is read and converted whole,
-    so that an error names the line and column it always named. Parquet files are read whole.
+    so that an error names the line and column it always named. So is a file where a block
+    would end inside a quoted value (a quoted line break) or that has no line end in a block's
+    length. Parquet files are read whole.
     """
     path = Path(path)
-    if not _is_parquet(path):
+    kind = _kind(path)
+    if kind != "parquet":
         try:
-            return _converted_blocks(path, convert, required, sep, names)
-        except (_WholeFile, DataError, pa.ArrowInvalid, OSError, EOFError):
-            pass  # the whole file's result, or its error
+            return _converted_blocks(path, kind == "gzip", convert, required, sep, names)
+        except Exception:  # any failure: the whole file gives the result, or its error
+            pass
     table = read_table(path, required=required, sep=sep, names=names)
     return convert(table), len(table)
 
 
 def _converted_blocks(
     path: Path,
+    gzipped: bool,
     convert: Callable[[Table], Columns],
     required: Required,
     sep: str | None,
     names: list[str] | None,
 ) -> tuple[Columns, int]:
-    gzipped = _is_gzipped(path)
+    """:func:`read_blocks` without the fall-back: raises :class:`_WholeFile` (or the error
+    of a block) where the blocks cannot give the whole file's result."""
     header, wanted, sep = _text_layout(path, required, sep, names, gzipped)
     parts: list[Columns] = []
     time_kinds: dict[str, bool] = {}
@@ -428,12 +432,18 @@ def _converted_blocks(
 
 
 def _line_blocks(source: pa.NativeFile) -> Iterator[bytes]:
-    """The text in blocks of about ``BLOCK_BYTES``, each ending at the end of a line."""
+    """The text in blocks of about ``BLOCK_BYTES``, each ending at the end of a line.
+
+    Raises :class:`_WholeFile` where no line end comes within a block's length (lone CR line
+    ends, or a line longer than a block) and where a block would end inside a quoted value
+    (an odd number of quote characters: ``""`` inside quotes counts two)."""
     rest = b""
     with source:
         while chunk := source.read(BLOCK_BYTES):
             text = rest + chunk
             end = text.rfind(b"\n") + 1
+            if (not end and len(text) > BLOCK_BYTES) or text.count(b'"', 0, end) % 2:
+                raise _WholeFile
             rest = text[end:]
             if end:
                 yield text[:end]

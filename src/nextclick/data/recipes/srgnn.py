@@ -26,6 +26,7 @@ import pandas as pd
 
 from nextclick.data.io import ITEM, POSITION, SESSION, TIME, Columns, Table, read_blocks
 from nextclick.data.recipes.common import SPLITS, Prepared, Recipe
+from nextclick.data.table import INT_TEXT
 from nextclick.errors import DataError
 
 
@@ -38,7 +39,7 @@ def _read(path: Path) -> pd.DataFrame:
 def _rows(table: Table) -> Columns:
     sessions = table.ids(SESSION)
     if sessions.dtype.kind not in "iu":
-        bad = int(np.flatnonzero(~pd.Series(sessions).str.fullmatch(r"-?\d+").to_numpy())[0])
+        bad = int(np.flatnonzero(~pd.Series(sessions).str.fullmatch(INT_TEXT).to_numpy())[0])
         raise table.fail(bad, SESSION, f"{str(sessions[bad])!r} is not an integer session id")
     positions = table.numbers(POSITION)
     bad_pos = (positions < 0) | (positions != np.floor(positions))
