@@ -2,6 +2,7 @@
 
     python bench/srgnn_accuracy.py --model NAME --data DIR [--preset P] [--param K=V ...]
         [--max-epochs N] [--out FILE] [--curve-only | --curve EARLIER.json] [--test-curve N]
+        [--work DIR]
 
 DIR holds train_sessions.tsv.gz / test_sessions.tsv.gz (../shared/data/yoochoose1_64-srgnn,
 diginetica-srgnn, tmall-gcegnn). The split comes from the ``srgnn-benchmark`` recipe. For a
@@ -17,12 +18,18 @@ with the test split evaluated after each, and the best Recall@20 and the best MR
 those epochs, each on its own (maybe different) epoch — the way the SR-GNN and GCE-GNN
 reference scripts report their figures — so that a gap to a published figure can be split
 into what test-set selection is worth and the rest.
+
+``--work DIR`` keeps the split, the validation curve so far and the training states (the
+models that checkpoint) in DIR, so that a run longer than one sitting resumes where it was
+stopped when the same command is run again: each epoch's figures are those of its own
+sitting, and the final run's peak memory is that of its last sitting.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -38,30 +45,42 @@ from nextclick.training.loop import EpochStats
 
 
 def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict],
-                max_epochs: int) -> list:  # fmt: skip
+                max_epochs: int, work: Path | None = None) -> list:  # fmt: skip
     """Recall@20 / MRR@20 on ``eval_file`` after each epoch of one run on ``train_file``
-    (train_tr -> train_valid: the validation curve)."""
+    (train_tr -> train_valid: the validation curve); with ``work``, resumed from there."""
     train = read_events(train_file)
     valid = read_events(eval_file)
     index = ItemIndex.from_items(train["ItemId"].to_numpy())
     instance = create_model(model, *params, {"n_epochs": max_epochs})
-    curve: list[dict] = []
+    saved = None if work is None else work / "curve.json"
+    earlier = json.loads(saved.read_text()) if saved and saved.exists() else []
+    rows = {r["n_epochs"]: r for r in earlier}
 
     def on_epoch(stats: EpochStats) -> None:
         started = time.perf_counter()
         result = evaluate(instance, valid, cutoffs=(20,))
-        curve.append({"n_epochs": stats.epoch, "loss": round(stats.loss, 4),
+        rows[stats.epoch] = {"n_epochs": stats.epoch, "loss": round(stats.loss, 4),
                       "seconds": round(stats.seconds, 1),
                       "recall@20": round(result.metrics["recall@20"], 4),
                       "mrr@20": round(result.metrics["mrr@20"], 4),
                       "recall@20_unknown_as_miss":
                           round(result.metrics_unknown_as_miss["recall@20"], 4),
                       "mrr@20_unknown_as_miss": round(result.metrics_unknown_as_miss["mrr@20"], 4),
-                      "eval_seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
-        print(f"  epoch {stats.epoch}: {curve[-1]}", file=sys.stderr)
+                      "eval_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        print(f"  epoch {stats.epoch}: {rows[stats.epoch]}", file=sys.stderr)
+        if saved is not None:
+            write_atomically(saved, json.dumps(sorted(rows.values(), key=lambda r: r["n_epochs"])))
 
-    instance.fit(encode_sessions(train, index).sessions, index, on_epoch=on_epoch)
-    return curve
+    checkpoint = work / "curve-checkpoint" if work and instance.checkpoints else None
+    instance.fit(encode_sessions(train, index).sessions, index, on_epoch=on_epoch,
+                 checkpoint=checkpoint)  # fmt: skip
+    return [rows[e] for e in range(1, max_epochs + 1)]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def earlier_curve(path: Path) -> list:
@@ -90,6 +109,8 @@ def main() -> None:
                         help="take the curve and chosen epochs from an earlier --out")
     parser.add_argument("--test-curve", type=int, metavar="N",
                         help="diagnostic: test after each of N epochs on the train part")
+    parser.add_argument("--work", type=Path, metavar="DIR",
+                        help="keep the split, the curve and training states here; rerun to resume")
     args = parser.parse_args()
     cls = model_class(args.model)
     if args.test_curve is not None and (args.test_curve < 1 or not cls.trains_in_epochs
@@ -101,8 +122,10 @@ def main() -> None:
     flags = [*(["--preset", args.preset] if args.preset else []),
              *(f for p in args.param for f in ("--param", p))]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        split = Path(tmp) / "split"
-        srgnn_split(args.data, split)
+        work = args.work or Path(tmp)
+        split = work / "split"
+        if not (split / "test.tsv.gz").exists():  # the recipe writes test.tsv.gz last
+            srgnn_split(args.data, split)
         record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
                         "data": str(args.data), "preset": args.preset, "params": args.param}
         if cls.trains_in_epochs:
@@ -111,7 +134,7 @@ def main() -> None:
                 print(f"{args.model}: validation curve, up to {args.max_epochs} epochs",
                       file=sys.stderr)  # fmt: skip
                 curve = epoch_curve(split / "train_tr.tsv.gz", split / "train_valid.tsv.gz",
-                                    args.model, params, args.max_epochs)  # fmt: skip
+                                    args.model, params, args.max_epochs, args.work)  # fmt: skip
             best = max(curve, key=lambda r: r["mrr@20"])["n_epochs"]
             record.update(validation_curve=curve, chosen_n_epochs=best)
             flags += ["--param", f"n_epochs={best}"]
@@ -119,10 +142,12 @@ def main() -> None:
             emit(record, args.out)
             return
         print(f"{args.model}: final run on the train part", file=sys.stderr)
+        if args.work and cls.checkpoints:
+            flags += ["--checkpoint", str(work / f"final-checkpoint-{best}")]
         final = nextclick("run", "--model", args.model, *flags,
                           "--train", str(split / "train_full.tsv.gz"),
                           "--test", str(split / "test.tsv.gz"),
-                          "--run-dir", str(Path(tmp) / "runs"))  # fmt: skip
+                          "--run-dir", str(work / "runs"))  # fmt: skip
         record["test"] = summary(final)
         if args.test_curve:
             record["test_curve_diagnostic"] = test_curve(split, args.model, params,

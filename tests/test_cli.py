@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def test_compare_json_and_tie_mode(capsys):
          "unknown model 'knn'"),
         (["evaluate", "--model-dir", "/nonexistent/dir", "--test", TEST],
          "/nonexistent/dir: not a model directory"),
+        (["run", "--model", "pop", "--train", TRAIN, "--test", TEST, "--checkpoint", "ck"],
+         "pop does not save its training state between epochs"),
     ],
 )  # fmt: skip
 def test_user_mistakes_exit_2_with_one_line(capsys, argv, message):
@@ -106,6 +109,24 @@ def test_user_mistakes_exit_2_with_one_line(capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith("nextclick: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_run_resumed_from_its_checkpoint_equals_the_uninterrupted_run(tmp_path, capsys):
+    head = "".join(gzip.open(TRAIN, "rt").readlines()[:3001])
+    train = tmp_path / "train.tsv"
+    train.write_text(head)
+    base = ["run", "--model", "narm", "--train", str(train), "--test", TEST, "--json",
+            "--param", "embedding_dim=16", "--param", "hidden_size=16",
+            "--run-dir", str(tmp_path / "runs")]  # fmt: skip
+    whole = _json(capsys, [*base, "--param", "n_epochs=2"])
+    ck = ["--checkpoint", str(tmp_path / "ck")]
+    first = _json(capsys, [*base, "--param", "n_epochs=1", *ck])
+    resumed = _json(capsys, [*base, "--param", "n_epochs=2", *ck])
+    assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in whole["epochs"]]
+    assert resumed["epochs"][0] == first["epochs"][0]  # epoch 1 came from the checkpoint
+    assert resumed["metrics"] == whole["metrics"]
+    assert main([*base, "--param", "n_epochs=2", "--param", "ct_dropout=0.3", *ck]) == 2
+    assert "the checkpoint of another training" in capsys.readouterr().err
 
 
 def test_bad_params_file(tmp_path, capsys):

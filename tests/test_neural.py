@@ -17,6 +17,7 @@ from nextclick.data.io import ITEM, SESSION, TIME
 from nextclick.errors import ConfigError
 from nextclick.models import create_model, load_model
 from nextclick.training import losses
+from nextclick.training.checkpoint import CheckpointError
 
 NEURAL = ["narm", "stamp", "sasrec", "srgnn", "gcegnn"]
 SMALL = {
@@ -422,3 +423,57 @@ def test_sampled_softmax_never_uses_a_sessions_own_targets_as_its_negatives():
     rows = [[0, 2, 3], [1, 2, 3], [0, 1, 2, 3]]  # the columns each row may see
     expected = sum(torch.logsumexp(s[r, cols], 0) - s[r, r] for r, cols in enumerate(rows)) / 3
     torch.testing.assert_close(got, expected)
+
+
+def _fit_resumable(name: str, sessions: list[list[int]], directory, n_epochs: int,
+                   on_epoch=None, **params):  # fmt: skip
+    events = sessions_frame(sessions)
+    index = ItemIndex.from_items(events[ITEM].to_numpy())
+    model = create_model(name, {**SMALL[name], "batch_size": 16, "lr_dc_step": 1,
+                                "n_epochs": n_epochs, **params})  # fmt: skip
+    return model.fit(encode_sessions(events, index).sessions, index, on_epoch=on_epoch,
+                     checkpoint=directory)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_a_training_resumed_from_its_checkpoint_is_the_uninterrupted_training(name, tmp_path):
+    rng = np.random.default_rng(5)
+    sessions = [list(rng.integers(0, 25, size=rng.integers(2, 8))) for _ in range(120)]
+    whole = _fit_resumable(name, sessions, tmp_path / "whole", 3)
+    _fit_resumable(name, sessions, tmp_path / "split", 1)  # "interrupted" after epoch 1
+    seen = []
+    resumed = _fit_resumable(name, sessions, tmp_path / "split", 3, on_epoch=seen.append)
+    assert [s.epoch for s in seen] == [2, 3]  # epoch 1 is not trained again
+    assert [e.loss for e in resumed.history_] == [e.loss for e in whole.history_]
+    rates = [e.learning_rate for e in whole.history_]
+    assert [e.learning_rate for e in resumed.history_] == rates
+    assert rates == pytest.approx([rates[0], rates[0] / 10, rates[0] / 100])  # lr_dc_step 1
+    a, b = whole.network_.state_dict(), resumed.network_.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A finished training given its checkpoint again trains nothing and is the same model.
+    again = _fit_resumable(name, sessions, tmp_path / "split", 3, on_epoch=seen.append)
+    assert len(seen) == 2
+    assert all(torch.equal(a[k], v) for k, v in again.network_.state_dict().items())
+
+
+def test_a_checkpoint_of_another_training_is_refused(tmp_path):
+    sessions = [[0, 1, 2], [2, 3], [1, 3, 0]]
+    _fit_resumable("narm", sessions, tmp_path, 1)
+    with pytest.raises(CheckpointError, match=r"training.pt: the checkpoint of another training"):
+        _fit_resumable("narm", sessions, tmp_path, 2, learning_rate=0.01)
+    with pytest.raises(CheckpointError, match="the checkpoint of another training"):
+        _fit_resumable("narm", [*sessions, [3, 2]], tmp_path, 2)
+    _fit_resumable("narm", sessions, tmp_path, 2)
+    with pytest.raises(CheckpointError, match=r"2 epochs trained, more than n_epochs = 1"):
+        _fit_resumable("narm", sessions, tmp_path, 1)
+    (tmp_path / "training.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CheckpointError, match=r"training.pt: not a nextclick training checkpoint"):
+        _fit_resumable("narm", sessions, tmp_path, 2)
+
+
+def test_a_model_without_checkpoints_says_so(tmp_path):
+    events = sessions_frame([[0, 1, 2], [2, 3]])
+    index = ItemIndex.from_items(events[ITEM].to_numpy())
+    model = create_model("gru4rec", {"n_epochs": 1})
+    with pytest.raises(ConfigError, match="gru4rec does not save its training state"):
+        model.fit(encode_sessions(events, index).sessions, index, checkpoint=tmp_path)

@@ -51,18 +51,23 @@ def train(
     columns: EventColumns | None = None,
     device: str = "cpu",
     progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> Trained:
     """Fit model ``model`` (a name from ``nextclick.models.MODELS``) on an event file.
 
     ``params`` are dicts of parameter overrides applied in order (later ones win);
     ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (used by GRU4Rec).
+    ``checkpoint``: a directory where the training state is saved after each epoch and
+    from which the same call resumes (the item-list neural models); ``train_seconds`` is
+    then this call's time, the per-epoch figures cover every epoch.
     """
     model_obj = create_model(model, *params).to(device)
     events = read_events(train_file, columns)
     index = ItemIndex.from_items(events["ItemId"].to_numpy())
     sessions = encode_sessions(events, index).sessions
     started = time.perf_counter()
-    model_obj.fit(sessions, index, progress=progress)
+    model_obj.fit(sessions, index, progress=progress,
+                  checkpoint=None if checkpoint is None else Path(checkpoint))  # fmt: skip
     return Trained(model_obj, str(train_file), time.perf_counter() - started)
 
 

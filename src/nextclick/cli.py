@@ -62,6 +62,12 @@ def _param_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, metavar="FILE.toml", help="parameters file")
 
 
+def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="save the training state here after each epoch; the same command "
+                        "run again resumes from it (the item-list neural models)")  # fmt: skip
+
+
 def _label_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", help="name of the run record and of its row in reports "
                         "(default: the model, with :PRESET when one is given)")  # fmt: skip
@@ -113,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     _param_args(p)
     _device_arg(p)
+    _checkpoint_arg(p)
     _columns_args(p)
     _label_arg(p)
     _run_dir_arg(p)
@@ -133,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also save the model directory")
     _param_args(p)
     _device_arg(p)
+    _checkpoint_arg(p)
     _eval_args(p)
     _columns_args(p)
     _label_arg(p)
@@ -298,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     trained = train(
         args.model, args.train, *_params(args), columns=_columns(args), device=args.device,
-        progress=args.progress,
+        progress=args.progress, checkpoint=args.checkpoint,
     )  # fmt: skip
     record = {
         "model": args.model,
@@ -338,14 +346,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _train_and_evaluate(
-    args: argparse.Namespace, name: str, params: list[dict[str, Any]], label: str | None = None
+    args: argparse.Namespace, name: str, params: list[dict[str, Any]], label: str | None = None,
+    checkpoint: Path | None = None,
 ):
     from nextclick.api import evaluate_file, result_record, train
 
     cutoffs = _cutoffs(args)
     trained = train(
         name, args.train, *params, columns=_columns(args), device=args.device,
-        progress=args.progress,
+        progress=args.progress, checkpoint=checkpoint,
     )  # fmt: skip
     result = evaluate_file(
         trained.model, args.test, columns=_columns(args), cutoffs=cutoffs, ties=args.ties,
@@ -371,7 +380,8 @@ def _record(args: argparse.Namespace, kind: str, model: Any, record: dict[str, A
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    trained, result, record = _train_and_evaluate(args, args.model, _params(args))
+    trained, result, record = _train_and_evaluate(args, args.model, _params(args),
+                                                  checkpoint=args.checkpoint)  # fmt: skip
     if args.out:
         trained.model.save(
             args.out, {"train_file": str(args.train), "train_seconds": trained.train_seconds}

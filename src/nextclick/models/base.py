@@ -61,6 +61,10 @@ class Recommender(ABC):
     #: Whether ``fit`` trains data-parallel when torchrun started several processes
     #: (:mod:`nextclick.training.distributed`); other models train in one process only.
     trains_distributed: ClassVar[bool] = False
+    #: Whether ``fit`` can save the training state to a directory after each epoch and
+    #: resume from it (``checkpoint``, :mod:`nextclick.training.checkpoint`); ``_fit`` then
+    #: takes a ``checkpoint`` keyword.
+    checkpoints: ClassVar[bool] = False
     #: Published settings by name (``--preset``): parameter overrides of ``Config``.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -95,12 +99,18 @@ class Recommender(ABC):
         *,
         progress: bool = False,
         on_epoch: OnEpoch = None,
+        checkpoint: Path | None = None,
     ) -> Self:
         """Learn from training sessions whose items are indices of ``item_index``.
 
         ``on_epoch`` is called after every epoch of a model that ``trains_in_epochs``, with
-        the model usable for scoring; it may raise to stop the training.
+        the model usable for scoring; it may raise to stop the training. ``checkpoint``: a
+        directory where a model that ``checkpoints`` saves its training state after each
+        epoch (after ``on_epoch``), and from which a later fit of the same training resumes.
         """
+        if checkpoint is not None and not self.checkpoints:
+            raise ConfigError(f"{self.name} does not save its training state between epochs, "
+                              "so it cannot train from a checkpoint")  # fmt: skip
         if train.n_events == 0:
             raise DataError("training data has no events")
         if train.n_items != len(item_index):
@@ -108,7 +118,10 @@ class Recommender(ABC):
         self.item_index_ = item_index
         self.item_support_ = np.bincount(train.items, minlength=train.n_items).astype(np.int64)
         self.history_ = []
-        self._fit(train, progress=progress, on_epoch=on_epoch)
+        if checkpoint is None:
+            self._fit(train, progress=progress, on_epoch=on_epoch)
+        else:
+            self._fit(train, progress=progress, on_epoch=on_epoch, checkpoint=checkpoint)
         return self
 
     @abstractmethod

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -309,11 +310,12 @@ class GCEGNN(NeuralRecommender):
         super().__init__(config, device)
         self._table: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch,
+             checkpoint: Path | None = None) -> None:  # fmt: skip
         cfg = self.config
         self._table = neighbour_table(neighbour_counts(train), cfg.n_sample,
                                       np.random.default_rng(cfg.graph_seed))  # fmt: skip
-        super()._fit(train, progress=progress, on_epoch=on_epoch)
+        super()._fit(train, progress=progress, on_epoch=on_epoch, checkpoint=checkpoint)
 
     def _network(self, n_items: int) -> GCEGNNNetwork:
         network = GCEGNNNetwork(n_items, self.config)

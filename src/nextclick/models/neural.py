@@ -31,7 +31,14 @@ from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
 from nextclick.training import distributed, losses
-from nextclick.training.loop import train_epochs
+from nextclick.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    fingerprint,
+    restore_rngs,
+    rng_states,
+)
+from nextclick.training.loop import EpochStats, train_epochs
 
 _WEIGHTS = "weights.pt"
 
@@ -186,6 +193,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
 
     trains_in_epochs = True
     trains_distributed = True
+    checkpoints = True
     #: Where padded rows put their pads.
     padding_side: ClassVar[Side] = "right"
     #: Float32 logits a full-softmax step may hold at once (256 MB).
@@ -222,12 +230,18 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
 
     # -- training ------------------------------------------------------------------------------
 
-    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch,
+             checkpoint: Path | None = None) -> None:  # fmt: skip
         cfg = self.config
         # Under torchrun every rank initialises alike, trains on its own share of the
         # sessions with its own shuffles, samples and dropout, and DistributedDataParallel
         # averages the gradients, so every rank takes the same optimizer step.
         group = distributed.current()
+        if checkpoint is not None and group is not None:
+            raise ConfigError("a checkpoint cannot be used under torchrun (each rank has its "
+                              "own random state); train in one process to resume")  # fmt: skip
+        saved = None if checkpoint is None else Checkpoint(
+            checkpoint, fingerprint(self.name, cfg, train))  # fmt: skip
         rng = np.random.default_rng(distributed.seed_sequence(cfg.seed, group))
         shard = train if group is None else distributed.shard(train, group)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -245,6 +259,11 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                 torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_dc_step, gamma=cfg.lr_dc)
                 if cfg.lr_dc_step > 0 else None
             )  # fmt: skip
+            parts = _Parts(network, optimizer, schedule, rng, self.device)
+            done = [] if saved is None else parts.resume(saved)
+            if len(done) > cfg.n_epochs:
+                raise CheckpointError(f"{saved.path}: {len(done)} epochs trained, more than "
+                                      f"n_epochs = {cfg.n_epochs}")  # fmt: skip
 
             def step(batch: Padded) -> Tensor:
                 network.train()
@@ -256,12 +275,15 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                 optimizer.step()
                 return loss.detach()
 
-            def end_of_epoch(stats: Any) -> None:
+            def end_of_epoch(stats: EpochStats) -> None:
                 if schedule is not None:
                     schedule.step()
                 network.eval()
                 if on_epoch is not None:
                     on_epoch(stats)
+                done.append(stats)
+                if saved is not None:
+                    parts.save(saved, done)
 
             def batches(epoch: int) -> Iterable[Padded]:
                 steps = self._batches(shard, rng)
@@ -271,7 +293,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                 batches, n_pairs(shard), cfg.n_epochs, step,
                 name=self.name, progress=progress, on_epoch=end_of_epoch,
                 learning_rate=lambda: optimizer.param_groups[0]["lr"],
-                across_ranks=None if group is None else distributed.summed,
+                across_ranks=None if group is None else distributed.summed, done=list(done),
             )  # fmt: skip
         network.eval()
 
@@ -340,6 +362,38 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         network.load_state_dict(tensors)
         network.eval()
         self.network_ = network
+
+
+@dataclass
+class _Parts:
+    """What a training's state is made of, for its checkpoint."""
+
+    network: Network
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler | None
+    rng: np.random.Generator
+    device: torch.device
+
+    def resume(self, checkpoint: Checkpoint) -> list[EpochStats]:
+        """Load the saved state if there is one; the finished epochs."""
+        state = checkpoint.load()
+        if state is None:
+            return []
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        restore_rngs(state["rngs"], self.rng, self.device)
+        return state["history"]
+
+    def save(self, checkpoint: Checkpoint, history: list[EpochStats]) -> None:
+        checkpoint.save({
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "rngs": rng_states(self.rng, self.device),
+            "history": history,
+        })  # fmt: skip
 
 
 class _Objective(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -48,6 +48,7 @@ def train_epochs(
     on_epoch: Callable[[EpochStats], None] | None = None,
     learning_rate: Callable[[], float] | None = None,
     across_ranks: Callable[[list[float]], list[float]] | None = None,
+    done: Sequence[EpochStats] = (),
 ) -> list[EpochStats]:
     """Run ``step`` on every mini-batch of ``n_epochs`` epochs.
 
@@ -59,10 +60,11 @@ def train_epochs(
     its number of targets, as the GRU4Rec reference does. ``learning_rate()`` (read at the end
     of each epoch, before ``on_epoch``) is recorded with the epoch. ``across_ranks`` sums
     an epoch's figures over the processes of a distributed run (the stats are then the
-    job's, the same on every rank).
+    job's, the same on every rank). ``done``: the epochs an interrupted run finished (from
+    its checkpoint); they start the history and training goes on with the next.
     """
-    history: list[EpochStats] = []
-    for epoch in range(1, n_epochs + 1):
+    history = list(done)
+    for epoch in range(len(history) + 1, n_epochs + 1):
         started = time.perf_counter()
         total: torch.Tensor | float = 0.0
         n_batches = seen = 0
