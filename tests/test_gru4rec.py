@@ -350,3 +350,32 @@ def test_the_2016_tanh_squashes_the_scores_of_top1_and_bpr():
                 dict(loss="top1", final_act="tanh", elu_param=0.5)):
         with pytest.raises(ConfigError, match="final_act"):
             GRU4RecConfig(**bad)
+
+
+@pytest.mark.parametrize("params", [
+    # A store of 10 blocks (126 steps an epoch): refilled within the epoch, and left with 4
+    # unused blocks at the checkpoint.
+    {"loss": "bpr-max", "n_sample": 64, "sample_store_mb": 0.0056, "dropout_p_embed": 0.2,
+     "dropout_p_hidden": 0.3, "momentum": 0.1},
+    {"loss": "cross-entropy", "n_sample": 0, "constrained_embedding": False,
+     "embedding": 8, "dropout_p_hidden": 0.5},
+])  # fmt: skip
+def test_a_training_resumed_from_its_checkpoint_is_the_uninterrupted_training(params, tmp_path):
+    def fit(directory, n_epochs, on_epoch=None):
+        base = dict(layers=(16,), batch_size=8, learning_rate=0.1, n_epochs=n_epochs)
+        data = pattern_sessions()
+        return GRU4Rec(build_config(GRU4RecConfig, base, params)).fit(
+            data, ItemIndex(np.arange(data.n_items)), on_epoch=on_epoch, checkpoint=directory)
+
+
+    whole = fit(tmp_path / "whole", 3)
+    fit(tmp_path / "split", 1)  # "interrupted" after epoch 1
+    if params["n_sample"]:
+        state = torch.load(tmp_path / "split" / "training.pt", weights_only=True)
+        assert state["store"]["next"] == 6
+    seen = []
+    resumed = fit(tmp_path / "split", 3, seen.append)
+    assert [s.epoch for s in seen] == [2, 3]
+    assert [e.loss for e in resumed.history_] == [e.loss for e in whole.history_]
+    assert resumed.params_.keys() == whole.params_.keys()
+    assert all(torch.equal(resumed.params_[k], whole.params_[k]) for k in whole.params_)

@@ -474,6 +474,6 @@ def test_a_checkpoint_of_another_training_is_refused(tmp_path):
 def test_a_model_without_checkpoints_says_so(tmp_path):
     events = sessions_frame([[0, 1, 2], [2, 3]])
     index = ItemIndex.from_items(events[ITEM].to_numpy())
-    model = create_model("gru4rec", {"n_epochs": 1})
-    with pytest.raises(ConfigError, match="gru4rec does not save its training state"):
+    model = create_model("vsknn")
+    with pytest.raises(ConfigError, match="vsknn does not save its training state"):
         model.fit(encode_sessions(events, index).sessions, index, checkpoint=tmp_path)

@@ -58,7 +58,7 @@ def train(
     ``params`` are dicts of parameter overrides applied in order (later ones win);
     ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (used by GRU4Rec).
     ``checkpoint``: a directory where the training state is saved after each epoch and
-    from which the same call resumes (the item-list neural models); ``train_seconds`` is
+    from which the same call resumes (the torch models); ``train_seconds`` is
     then this call's time, the per-epoch figures cover every epoch.
     """
     model_obj = create_model(model, *params).to(device)

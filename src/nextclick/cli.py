@@ -64,8 +64,8 @@ def _param_args(parser: argparse.ArgumentParser) -> None:
 
 def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, metavar="DIR",
-                        help="save the training state here after each epoch; the same command "
-                        "run again resumes from it (the item-list neural models)")  # fmt: skip
+                        help="save the training state here after each epoch; the same "
+                        "command run again resumes from it (the torch models)")  # fmt: skip
 
 
 def _label_arg(parser: argparse.ArgumentParser) -> None:

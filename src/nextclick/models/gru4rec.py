@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -34,10 +35,17 @@ from torch import Tensor
 
 from nextclick.data.batching import Step, n_pairs, session_parallel
 from nextclick.data.sessions import SessionData
-from nextclick.errors import DataError
+from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import OnEpoch, check
 from nextclick.models.neural import TorchRecommender, item_scores
 from nextclick.training import distributed, fused, losses
+from nextclick.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    fingerprint,
+    generator_state,
+    set_generator_state,
+)
 from nextclick.training.distributed import Combined, StepExchange
 from nextclick.training.loop import EpochStats, train_epochs
 from nextclick.training.optim import AdagradM
@@ -211,6 +219,50 @@ class _Work:
     exchange: StepExchange | None  # several processes: combines their gradients
 
 
+@dataclass
+class _Resumable:
+    """A training's checkpoint: the parameters (in training order), the optimizer's sums,
+    where the sample store and the dropout blocks are, and the generators' states."""
+
+    checkpoint: Checkpoint
+    work: _Work
+    rngs: tuple[Rng | None, Rng]
+
+    def resume(self, n_epochs: int) -> list[EpochStats]:
+        """Load the saved state if there is one; the finished epochs."""
+        state = self.checkpoint.load()
+        if state is None:
+            return []
+        if len(state["history"]) > n_epochs:
+            raise CheckpointError(f"{self.checkpoint.path}: {len(state['history'])} epochs "
+                                  f"trained, more than n_epochs = {n_epochs}")  # fmt: skip
+        work = self.work
+        for name, tensor in state["params"].items():
+            work.params[name].copy_(tensor)
+        for kept, saved in ((work.optimizer.acc, state["acc"]), (work.optimizer.mom, state["mom"])):
+            for name, tensor in saved.items():
+                kept[name].copy_(tensor)
+        # The blocks are drawn again from their generators' earlier states, then every
+        # generator goes to where it was when the checkpoint was written.
+        if work.store is not None:
+            work.store.restore(state["store"])
+        work.dropout.restore(state["dropout"])
+        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
+            if rng is not None:
+                set_generator_state(rng, rng_state)
+        return state["history"]
+
+    def save(self, history: list[EpochStats]) -> None:
+        work = self.work
+        self.checkpoint.save({
+            "params": work.params, "acc": work.optimizer.acc, "mom": work.optimizer.mom,
+            "store": None if work.store is None else work.store.state(),
+            "dropout": work.dropout.state(),
+            "rngs": [None if rng is None else generator_state(rng) for rng in self.rngs],
+            "history": history,
+        })  # fmt: skip
+
+
 class GRUState(NamedTuple):
     """Incremental state of ``n`` sessions: hidden vectors per layer and the scoring vector."""
 
@@ -225,6 +277,7 @@ class GRU4Rec(TorchRecommender):
     Config = GRU4RecConfig
     trains_in_epochs = True
     trains_distributed = True
+    checkpoints = True
     presets = PRESETS
 
     def __init__(self, config: GRU4RecConfig | None = None, device: str = "cpu") -> None:
@@ -401,7 +454,8 @@ class GRU4Rec(TorchRecommender):
 
     # -- training ------------------------------------------------------------------------
 
-    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch) -> None:
+    def _fit(self, train: SessionData, *, progress: bool, on_epoch: OnEpoch,
+             checkpoint: Path | None = None) -> None:  # fmt: skip
         cfg = self.config
         if (self.item_support_ == 0).any():
             raise DataError(
@@ -413,6 +467,9 @@ class GRU4Rec(TorchRecommender):
         # Under torchrun every rank initialises alike and trains on its own share of the
         # sessions with its own samples and dropout.
         group = distributed.current()
+        if checkpoint is not None and group is not None:
+            raise ConfigError("a checkpoint cannot be used under torchrun (each rank has its "
+                              "own random state); train in one process to resume")  # fmt: skip
         init = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sample_rng, dropout_rng = self._rngs(cfg.seed, group)
         # Training runs on items renumbered by popularity (most clicked first): the rows a
@@ -432,6 +489,10 @@ class GRU4Rec(TorchRecommender):
             sessions = distributed.shard(sessions, group)
         support = self.item_support_[order].astype(np.float64)
         work = self._work(params, support, dropout_rng, group, sample_rng)
+        saved = None if checkpoint is None else _Resumable(
+            Checkpoint(checkpoint, fingerprint(self.name, cfg, train)), work,
+            (sample_rng, dropout_rng))  # fmt: skip
+        done = [] if saved is None else saved.resume(cfg.n_epochs)
         hidden: list[Tensor] = []
 
         def publish() -> None:
@@ -449,6 +510,9 @@ class GRU4Rec(TorchRecommender):
             if on_epoch is not None:
                 publish()
                 on_epoch(stats)
+            done.append(stats)
+            if saved is not None:
+                saved.save(done)
 
         def batches(epoch: int) -> Iterable[Step | distributed.Idle]:
             steps = session_parallel(sessions, cfg.batch_size)
@@ -457,7 +521,7 @@ class GRU4Rec(TorchRecommender):
         self.history_ = train_epochs(
             batches, n_pairs(sessions), cfg.n_epochs, step, name="gru4rec", progress=progress,
             on_epoch=end_of_epoch, learning_rate=lambda: cfg.learning_rate,
-            across_ranks=None if group is None else distributed.summed,
+            across_ranks=None if group is None else distributed.summed, done=list(done),
         )  # fmt: skip
         publish()
 

@@ -81,17 +81,32 @@ class Checkpoint:
         os.replace(partial, self.path)
 
 
+Generator = np.random.Generator | torch.Generator
+
+
+def generator_state(rng: Generator) -> Any:
+    """Where ``rng`` (NumPy or torch) is in its stream."""
+    return rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
+
+
+def set_generator_state(rng: Generator, state: Any) -> None:
+    if isinstance(rng, torch.Generator):
+        rng.set_state(state)
+    else:
+        rng.bit_generator.state = state
+
+
 def rng_states(rng: np.random.Generator, device: torch.device) -> dict[str, Any]:
     """The random generators a training draws from: ``rng`` and torch's (CPU, and the
     device's when it is a GPU)."""
-    states = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    states = {"numpy": generator_state(rng), "torch": torch.get_rng_state()}
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
 def restore_rngs(states: dict[str, Any], rng: np.random.Generator, device: torch.device) -> None:
-    rng.bit_generator.state = states["numpy"]
+    set_generator_state(rng, states["numpy"])
     torch.set_rng_state(states["torch"])
     if device.type == "cuda":
         torch.cuda.set_rng_state(states["cuda"], device)

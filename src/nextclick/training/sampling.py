@@ -8,9 +8,13 @@ to floating-point rounding.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 import torch
+
+from nextclick.training.checkpoint import generator_state, set_generator_state
 
 
 @numba.njit(cache=True)
@@ -95,8 +99,10 @@ class SampleStore:
         self.n_blocks = max(1, store_bytes // (8 * max(n_sample, 1)))
         self._blocks = torch.empty(0, dtype=torch.int64)
         self._next = self.n_blocks
+        self._drawn_from: Any = None  # the generator's state before the last refill
 
     def _refill(self) -> None:
+        self._drawn_from = generator_state(self._rng)
         size = self.n_blocks * self.n_sample
         if isinstance(self._rng, torch.Generator):
             # Integer columns and float32 coins, drawn on the generator's device.
@@ -119,6 +125,18 @@ class SampleStore:
         self._next += 1
         return block
 
+    def state(self) -> dict[str, Any]:
+        """Where the store is, for a checkpoint: the store itself is drawn again from the
+        generator's state before its last refill, rather than saved."""
+        return {"drawn_from": self._drawn_from, "next": self._next}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to ``state``; the generator's own state is the caller's to restore after."""
+        if state["drawn_from"] is not None:
+            set_generator_state(self._rng, state["drawn_from"])
+            self._refill()
+        self._next = state["next"]
+
 
 class DropoutScales:
     """Dropout multipliers: 0 with probability ``prob``, else ``1 / (1 - prob)``.
@@ -133,6 +151,8 @@ class DropoutScales:
     def __init__(self, rng: np.random.Generator | torch.Generator) -> None:
         self._rng = rng
         self._blocks: dict[float, tuple[np.ndarray, int]] = {}
+        # Per probability: the generator's state before its block was drawn, and its size.
+        self._drawn_from: dict[float, tuple[Any, int]] = {}
 
     def __call__(self, shape: tuple[int, int], prob: float) -> torch.Tensor:
         size = shape[0] * shape[1]
@@ -141,8 +161,22 @@ class DropoutScales:
             return keep.to(torch.float32).mul_(1.0 / (1.0 - prob))
         block, used = self._blocks.get(prob, (np.empty(0, np.float32), 0))
         if used + size > len(block):
-            uniform = self._rng.random(max(self._BLOCK, size), dtype=np.float32)
-            block = (uniform >= prob).astype(np.float32) * np.float32(1.0 / (1.0 - prob))
-            used = 0
+            block, used = self._draw(prob, max(self._BLOCK, size)), 0
         self._blocks[prob] = (block, used + size)
         return torch.from_numpy(block[used : used + size]).view(shape)
+
+    def _draw(self, prob: float, size: int) -> np.ndarray:
+        self._drawn_from[prob] = (generator_state(self._rng), size)
+        uniform = self._rng.random(size, dtype=np.float32)
+        return (uniform >= prob).astype(np.float32) * np.float32(1.0 / (1.0 - prob))
+
+    def state(self) -> list[tuple[float, Any, int, int]]:
+        """Where the blocks are, for a checkpoint (drawn again on restore, not saved)."""
+        return [(prob, *self._drawn_from[prob], used)
+                for prob, (_, used) in self._blocks.items()]  # fmt: skip
+
+    def restore(self, state: list[tuple[float, Any, int, int]]) -> None:
+        """Go back to ``state``; the generator's own state is the caller's to restore after."""
+        for prob, drawn_from, size, used in state:
+            set_generator_state(self._rng, drawn_from)
+            self._blocks[prob] = (self._draw(prob, size), used)
