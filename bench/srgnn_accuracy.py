@@ -22,14 +22,15 @@ into what test-set selection is worth and the rest.
 ``--work DIR`` keeps the split, the validation curve so far and the training states (the
 models that checkpoint) in DIR, so that a run longer than one sitting resumes where it was
 stopped when the same command is run again: each epoch's figures are those of its own
-sitting, and the final run's peak memory is that of its last sitting.
+sitting; the final run's ``train_seconds`` and peak memory are those of its last sitting
+(``seconds_per_epoch`` covers every epoch). DIR records the data it was made from and is
+refused for other data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ from common import emit, nextclick, srgnn_split, summary
 
 from nextclick.config import parse_overrides
 from nextclick.data import ItemIndex, encode_sessions, read_events
+from nextclick.data.io import atomic_path
 from nextclick.evaluation import evaluate
 from nextclick.models import create_model, model_class
 from nextclick.training.loop import EpochStats
@@ -55,6 +57,9 @@ def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict
     saved = None if work is None else work / "curve.json"
     earlier = json.loads(saved.read_text()) if saved and saved.exists() else []
     rows = {r["n_epochs"]: r for r in earlier}
+    checkpoint = work / "curve-checkpoint" if work and instance.checkpoints else None
+    if checkpoint and (checkpoint / "training.pt").exists() and not rows:
+        raise SystemExit(f"{checkpoint}: a training state without {saved}; remove both")
 
     def on_epoch(stats: EpochStats) -> None:
         started = time.perf_counter()
@@ -69,18 +74,29 @@ def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict
                       "eval_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
         print(f"  epoch {stats.epoch}: {rows[stats.epoch]}", file=sys.stderr)
         if saved is not None:
-            write_atomically(saved, json.dumps(sorted(rows.values(), key=lambda r: r["n_epochs"])))
+            with atomic_path(saved) as partial:
+                partial.write_text(json.dumps(sorted(rows.values(), key=lambda r: r["n_epochs"])))
 
-    checkpoint = work / "curve-checkpoint" if work and instance.checkpoints else None
     instance.fit(encode_sessions(train, index).sessions, index, on_epoch=on_epoch,
                  checkpoint=checkpoint)  # fmt: skip
     return [rows[e] for e in range(1, max_epochs + 1)]
 
 
-def write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+def split_in(work: Path, data: Path) -> Path:
+    """The split of ``data`` in ``work``, made there unless an earlier run made it; a split
+    of other data (by path, size and time of its files) is refused."""
+    split, made_from = work / "split", work / "split.json"
+    sources = [data / "train_sessions.tsv.gz", data / "test_sessions.tsv.gz"]
+    origin = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in sources]
+    if made_from.exists():
+        if json.loads(made_from.read_text()) != origin:
+            raise SystemExit(f"{work}: holds the split of other data ({made_from}); "
+                             "give another --work")  # fmt: skip
+        return split
+    srgnn_split(data, split)
+    with atomic_path(made_from) as partial:
+        partial.write_text(json.dumps(origin))
+    return split
 
 
 def earlier_curve(path: Path) -> list:
@@ -123,9 +139,7 @@ def main() -> None:
              *(f for p in args.param for f in ("--param", p))]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        split = work / "split"
-        if not (split / "test.tsv.gz").exists():  # the recipe writes test.tsv.gz last
-            srgnn_split(args.data, split)
+        split = split_in(work, args.data)
         record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
                         "data": str(args.data), "preset": args.preset, "params": args.param}
         if cls.trains_in_epochs:

@@ -435,14 +435,18 @@ def _fit_resumable(name: str, sessions: list[list[int]], directory, n_epochs: in
                      checkpoint=directory)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", NEURAL)
-def test_a_training_resumed_from_its_checkpoint_is_the_uninterrupted_training(name, tmp_path):
+RESUMED = [(name, {}) for name in NEURAL] + [("narm", {"loss": "sampled", "n_sample": 8})]
+
+
+@pytest.mark.parametrize(("name", "params"), RESUMED)
+def test_a_training_resumed_from_its_checkpoint_is_the_whole_training(name, params, tmp_path):
     rng = np.random.default_rng(5)
     sessions = [list(rng.integers(0, 25, size=rng.integers(2, 8))) for _ in range(120)]
-    whole = _fit_resumable(name, sessions, tmp_path / "whole", 3)
-    _fit_resumable(name, sessions, tmp_path / "split", 1)  # "interrupted" after epoch 1
+    whole = _fit_resumable(name, sessions, tmp_path / "whole", 3, **params)
+    _fit_resumable(name, sessions, tmp_path / "split", 1, **params)  # "interrupted" after 1
     seen = []
-    resumed = _fit_resumable(name, sessions, tmp_path / "split", 3, on_epoch=seen.append)
+    resumed = _fit_resumable(name, sessions, tmp_path / "split", 3, on_epoch=seen.append,
+                             **params)  # fmt: skip
     assert [s.epoch for s in seen] == [2, 3]  # epoch 1 is not trained again
     assert [e.loss for e in resumed.history_] == [e.loss for e in whole.history_]
     rates = [e.learning_rate for e in whole.history_]
@@ -451,7 +455,8 @@ def test_a_training_resumed_from_its_checkpoint_is_the_uninterrupted_training(na
     a, b = whole.network_.state_dict(), resumed.network_.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # A finished training given its checkpoint again trains nothing and is the same model.
-    again = _fit_resumable(name, sessions, tmp_path / "split", 3, on_epoch=seen.append)
+    again = _fit_resumable(name, sessions, tmp_path / "split", 3, on_epoch=seen.append,
+                           **params)  # fmt: skip
     assert len(seen) == 2
     assert all(torch.equal(a[k], v) for k, v in again.network_.state_dict().items())
 
@@ -463,6 +468,9 @@ def test_a_checkpoint_of_another_training_is_refused(tmp_path):
         _fit_resumable("narm", sessions, tmp_path, 2, learning_rate=0.01)
     with pytest.raises(CheckpointError, match="the checkpoint of another training"):
         _fit_resumable("narm", [*sessions, [3, 2]], tmp_path, 2)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match=r"file: cannot be a checkpoint directory"):
+        _fit_resumable("narm", sessions, tmp_path / "file", 2)
     _fit_resumable("narm", sessions, tmp_path, 2)
     with pytest.raises(CheckpointError, match=r"2 epochs trained, more than n_epochs = 1"):
         _fit_resumable("narm", sessions, tmp_path, 1)

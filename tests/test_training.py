@@ -11,7 +11,12 @@ from nextclick.data.batching import n_pairs, session_parallel
 from nextclick.data.sessions import SessionData
 from nextclick.training import losses
 from nextclick.training.optim import AdagradM, sum_rows
-from nextclick.training.sampling import DropoutScales, SampleStore
+from nextclick.training.sampling import (
+    DropoutScales,
+    SampleStore,
+    generator_state,
+    set_generator_state,
+)
 
 # --- losses against direct NumPy formulas ---------------------------------------------------
 
@@ -294,3 +299,29 @@ def test_dropout_scales_drop_with_the_given_probability(rng):
     # Each probability has its own stream; consecutive draws differ.
     assert not torch.equal(dropout((32, 100), 0.4), dropout((32, 100), 0.4))
     assert (dropout((4, 5), 0.0) == 1.0).all()
+
+
+@pytest.mark.parametrize("source", ["numpy", "torch"])
+def test_restored_sample_store_and_dropout_blocks_draw_what_they_would_have(source, monkeypatch):
+    # Small dropout blocks, so that the draws below cross block ends (as in long trainings).
+    monkeypatch.setattr(DropoutScales, "_BLOCK", 50)
+
+    def parts():
+        rng = (np.random.default_rng(7) if source == "numpy"
+               else torch.Generator().manual_seed(7))  # fmt: skip
+        store = SampleStore(np.array([5.0, 1, 3, 8]), 0.5, 6, 8 * 6 * 4, rng)  # 4 blocks
+        return rng, store, DropoutScales(rng)
+
+    def draws(store, dropout, n):
+        return [torch.cat((store.next().float(), dropout((3, 4), 0.25).ravel(),
+                           dropout((2, 5), 0.5).ravel())) for _ in range(n)]  # fmt: skip
+
+    rng, store, dropout = parts()
+    draws(store, dropout, 5)  # mid-way through the store's 4 blocks and the dropout blocks
+    saved = store.state(), dropout.state(), generator_state(rng)
+    expected = draws(store, dropout, 9)
+    rng, store, dropout = parts()
+    store.restore(saved[0])
+    dropout.restore(saved[1])
+    set_generator_state(rng, saved[2])
+    assert all(torch.equal(a, b) for a, b in zip(draws(store, dropout, 9), expected, strict=True))

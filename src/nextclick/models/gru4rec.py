@@ -35,24 +35,23 @@ from torch import Tensor
 
 from nextclick.data.batching import Step, n_pairs, session_parallel
 from nextclick.data.sessions import SessionData
-from nextclick.errors import ConfigError, DataError
+from nextclick.errors import DataError
 from nextclick.models.base import OnEpoch, check
 from nextclick.models.neural import TorchRecommender, item_scores
 from nextclick.training import distributed, fused, losses
-from nextclick.training.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    fingerprint,
-    generator_state,
-    set_generator_state,
-)
+from nextclick.training.checkpoint import Checkpoint, CheckpointError, fingerprint
 from nextclick.training.distributed import Combined, StepExchange
 from nextclick.training.loop import EpochStats, train_epochs
 from nextclick.training.optim import AdagradM
-from nextclick.training.sampling import DropoutScales, SampleStore
+from nextclick.training.sampling import (
+    DropoutScales,
+    Rng,
+    SampleStore,
+    generator_state,
+    set_generator_state,
+)
 
 Loss = Literal["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"]
-Rng = np.random.Generator | torch.Generator
 #: Parameters with one row per item.
 _ITEM_ROWS = frozenset({"Wy", "By", "E", "Wx0"})
 
@@ -230,15 +229,17 @@ class _Resumable:
 
     def resume(self, n_epochs: int) -> list[EpochStats]:
         """Load the saved state if there is one; the finished epochs."""
-        state = self.checkpoint.load()
+        state = self.checkpoint.load(n_epochs, {"params", "acc", "mom", "store", "dropout",
+                                                "rngs"})  # fmt: skip
         if state is None:
             return []
-        if len(state["history"]) > n_epochs:
-            raise CheckpointError(f"{self.checkpoint.path}: {len(state['history'])} epochs "
-                                  f"trained, more than n_epochs = {n_epochs}")  # fmt: skip
         work = self.work
+        if state["params"].keys() != work.params.keys():
+            raise CheckpointError(f"{self.checkpoint.path}: parameters "
+                                  f"{', '.join(state['params'])}, expected "
+                                  f"{', '.join(work.params)}")  # fmt: skip
         for name, tensor in state["params"].items():
-            work.params[name].copy_(tensor)
+            work.params[name].copy_(tensor)  # in place: the optimizer works on views of them
         for kept, saved in ((work.optimizer.acc, state["acc"]), (work.optimizer.mom, state["mom"])):
             for name, tensor in saved.items():
                 kept[name].copy_(tensor)
@@ -467,9 +468,6 @@ class GRU4Rec(TorchRecommender):
         # Under torchrun every rank initialises alike and trains on its own share of the
         # sessions with its own samples and dropout.
         group = distributed.current()
-        if checkpoint is not None and group is not None:
-            raise ConfigError("a checkpoint cannot be used under torchrun (each rank has its "
-                              "own random state); train in one process to resume")  # fmt: skip
         init = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sample_rng, dropout_rng = self._rngs(cfg.seed, group)
         # Training runs on items renumbered by popularity (most clicked first): the rows a
@@ -490,7 +488,7 @@ class GRU4Rec(TorchRecommender):
         support = self.item_support_[order].astype(np.float64)
         work = self._work(params, support, dropout_rng, group, sample_rng)
         saved = None if checkpoint is None else _Resumable(
-            Checkpoint(checkpoint, fingerprint(self.name, cfg, train)), work,
+            Checkpoint(checkpoint, fingerprint(self.name, cfg, train, self.device)), work,
             (sample_rng, dropout_rng))  # fmt: skip
         done = [] if saved is None else saved.resume(cfg.n_epochs)
         hidden: list[Tensor] = []

@@ -31,13 +31,7 @@ from nextclick.data.sessions import SessionData
 from nextclick.errors import ConfigError, DataError
 from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
 from nextclick.training import distributed, losses
-from nextclick.training.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    fingerprint,
-    restore_rngs,
-    rng_states,
-)
+from nextclick.training.checkpoint import Checkpoint, fingerprint, restore_rngs, rng_states
 from nextclick.training.loop import EpochStats, train_epochs
 
 _WEIGHTS = "weights.pt"
@@ -237,11 +231,8 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
         # sessions with its own shuffles, samples and dropout, and DistributedDataParallel
         # averages the gradients, so every rank takes the same optimizer step.
         group = distributed.current()
-        if checkpoint is not None and group is not None:
-            raise ConfigError("a checkpoint cannot be used under torchrun (each rank has its "
-                              "own random state); train in one process to resume")  # fmt: skip
         saved = None if checkpoint is None else Checkpoint(
-            checkpoint, fingerprint(self.name, cfg, train))  # fmt: skip
+            checkpoint, fingerprint(self.name, cfg, train, self.device))  # fmt: skip
         rng = np.random.default_rng(distributed.seed_sequence(cfg.seed, group))
         shard = train if group is None else distributed.shard(train, group)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -260,10 +251,7 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                 if cfg.lr_dc_step > 0 else None
             )  # fmt: skip
             parts = _Parts(network, optimizer, schedule, rng, self.device)
-            done = [] if saved is None else parts.resume(saved)
-            if len(done) > cfg.n_epochs:
-                raise CheckpointError(f"{saved.path}: {len(done)} epochs trained, more than "
-                                      f"n_epochs = {cfg.n_epochs}")  # fmt: skip
+            done = [] if saved is None else parts.resume(saved, cfg.n_epochs)
 
             def step(batch: Padded) -> Tensor:
                 network.train()
@@ -374,9 +362,9 @@ class _Parts:
     rng: np.random.Generator
     device: torch.device
 
-    def resume(self, checkpoint: Checkpoint) -> list[EpochStats]:
+    def resume(self, checkpoint: Checkpoint, n_epochs: int) -> list[EpochStats]:
         """Load the saved state if there is one; the finished epochs."""
-        state = checkpoint.load()
+        state = checkpoint.load(n_epochs, {"network", "optimizer", "schedule", "rngs"})
         if state is None:
             return []
         self.network.load_state_dict(state["network"])

@@ -14,7 +14,20 @@ import numba
 import numpy as np
 import torch
 
-from nextclick.training.checkpoint import generator_state, set_generator_state
+#: A source of randomness: NumPy's on the CPU, a torch generator on its device.
+Rng = np.random.Generator | torch.Generator
+
+
+def generator_state(rng: Rng) -> Any:
+    """Where ``rng`` is in its stream (for a checkpoint)."""
+    return rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
+
+
+def set_generator_state(rng: Rng, state: Any) -> None:
+    if isinstance(rng, torch.Generator):
+        rng.set_state(state)
+    else:
+        rng.bit_generator.state = state
 
 
 @numba.njit(cache=True)
@@ -86,7 +99,7 @@ class SampleStore:
         sample_alpha: float,
         n_sample: int,
         store_bytes: int,
-        rng: np.random.Generator | torch.Generator,
+        rng: Rng,
     ) -> None:
         accept, alias = _alias_table(np.asarray(support, dtype=np.float64) ** sample_alpha)
         self._rng = rng
@@ -148,7 +161,7 @@ class DropoutScales:
 
     _BLOCK = 1 << 20
 
-    def __init__(self, rng: np.random.Generator | torch.Generator) -> None:
+    def __init__(self, rng: Rng) -> None:
         self._rng = rng
         self._blocks: dict[float, tuple[np.ndarray, int]] = {}
         # Per probability: the generator's state before its block was drawn, and its size.
