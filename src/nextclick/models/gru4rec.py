@@ -470,22 +470,9 @@ class GRU4Rec(TorchRecommender):
         group = distributed.current()
         init = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sample_rng, dropout_rng = self._rngs(cfg.seed, group)
-        # Training runs on items renumbered by popularity (most clicked first): the rows a
-        # step reads and updates then crowd together in memory, which keeps them in cache.
-        # The model's own item order is restored whenever parameters are handed out.
-        order = np.argsort(-self.item_support_, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        order_t = torch.as_tensor(order, device=self.device)
-        rank_t = torch.as_tensor(rank, device=self.device)
-        params = {
-            name: p.index_select(0, order_t) if name in _ITEM_ROWS else p
-            for name, p in self._init_params(train.n_items, init).items()
-        }
-        sessions = replace(train, items=rank[train.items])
+        params, sessions, support, rank_t = self._by_popularity(train, init)
         if group is not None:
             sessions = distributed.shard(sessions, group)
-        support = self.item_support_[order].astype(np.float64)
         work = self._work(params, support, dropout_rng, group, sample_rng)
         saved = None if checkpoint is None else _Resumable(
             Checkpoint(checkpoint, fingerprint(self.name, cfg, train, self.device)), work,
@@ -522,6 +509,28 @@ class GRU4Rec(TorchRecommender):
             across_ranks=None if group is None else distributed.summed, done=list(done),
         )  # fmt: skip
         publish()
+
+    def _by_popularity(
+        self, train: SessionData, init: torch.Generator
+    ) -> tuple[dict[str, Tensor], SessionData, np.ndarray, Tensor]:
+        """The initial parameters, the sessions and the item support with items renumbered
+        by popularity (most clicked first), and each item's new number.
+
+        Training runs in that order: the rows a step reads and updates then crowd together
+        in memory, which keeps them in cache. The model's own item order is restored
+        whenever parameters are handed out.
+        """
+        order = np.argsort(-self.item_support_, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        order_t = torch.as_tensor(order, device=self.device)
+        params = {
+            name: p.index_select(0, order_t) if name in _ITEM_ROWS else p
+            for name, p in self._init_params(train.n_items, init).items()
+        }
+        sessions = replace(train, items=rank[train.items])
+        support = self.item_support_[order].astype(np.float64)
+        return params, sessions, support, torch.as_tensor(rank, device=self.device)
 
     def _session_step(
         self, batch: Step | distributed.Idle, hidden: list[Tensor], work: _Work
