@@ -2,7 +2,7 @@
 
     python bench/srgnn_accuracy.py --model NAME --data DIR [--preset P] [--param K=V ...]
         [--max-epochs N] [--out FILE] [--curve-only | --curve EARLIER.json] [--test-curve N]
-        [--work DIR]
+        [--work DIR] [--final-snapshots N]
 
 DIR holds train_sessions.tsv.gz / test_sessions.tsv.gz (../shared/data/yoochoose1_64-srgnn,
 diginetica-srgnn, tmall-gcegnn). The split comes from the ``srgnn-benchmark`` recipe. For a
@@ -25,6 +25,15 @@ stopped when the same command is run again: each epoch's figures are those of it
 sitting; the final run's ``train_seconds`` and peak memory are those of its last sitting
 (``seconds_per_epoch`` covers every epoch). DIR records the data it was made from and is
 refused for other data.
+
+On two cores, the final run can train beside the curve, each process on one core (the
+number of epochs it will need is not known yet, so it saves every epoch)::
+
+    OMP_NUM_THREADS=1 python bench/srgnn_accuracy.py ... --work W --curve-only --out C.json &
+    OMP_NUM_THREADS=1 python bench/srgnn_accuracy.py ... --work W --final-snapshots N &
+    wait; python bench/srgnn_accuracy.py ... --work W --curve C.json --out RESULT.json
+
+The last command tests the saved epoch that the curve chose (``nextclick evaluate``).
 """
 
 from __future__ import annotations
@@ -34,10 +43,13 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common import emit, nextclick, srgnn_split, summary
 
+from nextclick.api import peak_rss_mb
 from nextclick.config import parse_overrides
 from nextclick.data import ItemIndex, encode_sessions, read_events
 from nextclick.data.io import atomic_path
@@ -45,33 +57,28 @@ from nextclick.evaluation import evaluate
 from nextclick.models import create_model, model_class
 from nextclick.training.loop import EpochStats
 
+Figures = Callable[[Any, EpochStats], dict]
 
-def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict],
-                max_epochs: int, work: Path | None = None) -> list:  # fmt: skip
-    """Recall@20 / MRR@20 on ``eval_file`` after each epoch of one run on ``train_file``
-    (train_tr -> train_valid: the validation curve); with ``work``, resumed from there."""
+
+def each_epoch(train_file: Path, model: str, params: list[dict], max_epochs: int,
+               work: Path | None, name: str, figures: Figures) -> list:  # fmt: skip
+    """One run of up to ``max_epochs`` on ``train_file`` with ``figures(model, stats)`` taken
+    after each epoch, returned as rows; with ``work``, kept in WORK/NAME.json and resumed from
+    the training state in WORK/NAME-checkpoint."""
     train = read_events(train_file)
-    valid = read_events(eval_file)
     index = ItemIndex.from_items(train["ItemId"].to_numpy())
     instance = create_model(model, *params, {"n_epochs": max_epochs})
-    saved = None if work is None else work / "curve.json"
+    saved = None if work is None else work / f"{name}.json"
     earlier = json.loads(saved.read_text()) if saved and saved.exists() else []
     rows = {r["n_epochs"]: r for r in earlier}
-    checkpoint = work / "curve-checkpoint" if work and instance.checkpoints else None
+    checkpoint = work / f"{name}-checkpoint" if work and instance.checkpoints else None
     if checkpoint and (checkpoint / "training.pt").exists() and not rows:
         raise SystemExit(f"{checkpoint}: a training state without {saved}; remove both")
 
     def on_epoch(stats: EpochStats) -> None:
-        started = time.perf_counter()
-        result = evaluate(instance, valid, cutoffs=(20,))
         rows[stats.epoch] = {"n_epochs": stats.epoch, "loss": round(stats.loss, 4),
-                      "seconds": round(stats.seconds, 1),
-                      "recall@20": round(result.metrics["recall@20"], 4),
-                      "mrr@20": round(result.metrics["mrr@20"], 4),
-                      "recall@20_unknown_as_miss":
-                          round(result.metrics_unknown_as_miss["recall@20"], 4),
-                      "mrr@20_unknown_as_miss": round(result.metrics_unknown_as_miss["mrr@20"], 4),
-                      "eval_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+                             "seconds": round(stats.seconds, 1),
+                             **figures(instance, stats)}  # fmt: skip
         print(f"  epoch {stats.epoch}: {rows[stats.epoch]}", file=sys.stderr)
         if saved is not None:
             with atomic_path(saved) as partial:
@@ -80,6 +87,59 @@ def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict
     instance.fit(encode_sessions(train, index).sessions, index, on_epoch=on_epoch,
                  checkpoint=checkpoint)  # fmt: skip
     return [rows[e] for e in range(1, max_epochs + 1)]
+
+
+def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict],
+                max_epochs: int, work: Path | None = None) -> list:  # fmt: skip
+    """Recall@20 / MRR@20 on ``eval_file`` after each epoch of one run on ``train_file``
+    (train_tr -> train_valid: the validation curve); with ``work``, resumed from there."""
+    valid = read_events(eval_file)
+
+    def figures(instance: Any, stats: EpochStats) -> dict:
+        started = time.perf_counter()
+        result = evaluate(instance, valid, cutoffs=(20,))
+        m, miss = result.metrics, result.metrics_unknown_as_miss
+        return {"recall@20": round(m["recall@20"], 4), "mrr@20": round(m["mrr@20"], 4),
+                "recall@20_unknown_as_miss": round(miss["recall@20"], 4),
+                "mrr@20_unknown_as_miss": round(miss["mrr@20"], 4),
+                "eval_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+
+    return each_epoch(train_file, model, params, max_epochs, work, "curve", figures)
+
+
+def final_snapshots(split: Path, work: Path, model: str, params: list[dict],
+                    n_epochs: int) -> None:  # fmt: skip
+    """The final run of every epoch count up to ``n_epochs`` at once: one run on the whole
+    train part saving the model after each epoch K as WORK/final-epoch-K. Epoch K of that run
+    is the K-epoch model (the validation curve relies on the same), so this can train in a
+    second process while the curve is still choosing K."""
+    started = time.perf_counter()
+
+    def figures(instance: Any, stats: EpochStats) -> dict:
+        instance.save(work / f"final-epoch-{stats.epoch}", provenance={
+            "train_file": str(split / "train_full.tsv.gz"),
+            "train_seconds": time.perf_counter() - started})  # fmt: skip
+        return {"targets_per_second": round(stats.events_per_second),
+                "peak_rss_mb": round(peak_rss_mb())}
+
+    each_epoch(split / "train_full.tsv.gz", model, params, n_epochs, work, "final", figures)
+
+
+def snapshot_summary(split: Path, work: Path, n_epochs: int) -> dict:
+    """``summary`` of the final run of ``n_epochs`` from ``final_snapshots``: its training
+    figures from WORK/final.json, its test figures from ``nextclick evaluate`` of the saved
+    epoch (peak memory: the larger of the two processes')."""
+    epochs = json.loads((work / "final.json").read_text())[:n_epochs]
+    tested = nextclick("evaluate", "--model-dir", str(work / f"final-epoch-{n_epochs}"),
+                       "--test", str(split / "test.tsv.gz"))  # fmt: skip
+    train_seconds = sum(e["seconds"] for e in epochs)
+    tested.update(
+        epochs=epochs, train_seconds=train_seconds,
+        train_events_per_second=epochs[-1]["targets_per_second"],
+        peak_rss_mb=max(tested["peak_rss_mb"], *(e["peak_rss_mb"] for e in epochs)))
+    record = summary(tested)
+    record["final_run"] = f"saved after epoch {n_epochs} of a --final-snapshots run"
+    return record
 
 
 def split_in(work: Path, data: Path) -> Path:
@@ -125,6 +185,9 @@ def main() -> None:
                         help="take the curve and chosen epochs from an earlier --out")
     parser.add_argument("--test-curve", type=int, metavar="N",
                         help="diagnostic: test after each of N epochs on the train part")
+    parser.add_argument("--final-snapshots", type=int, metavar="N",
+                        help="only train N epochs on the train part, saving each in --work "
+                             "(run beside --curve-only; a later --curve run tests one)")
     parser.add_argument("--work", type=Path, metavar="DIR",
                         help="keep the split, the curve and training states here; rerun to resume")
     args = parser.parse_args()
@@ -133,6 +196,10 @@ def main() -> None:
                                         or args.curve_only):  # fmt: skip
         raise SystemExit(f"--test-curve {args.test_curve}: expected a number of epochs >= 1, "
                          "for a model that trains in epochs, without --curve-only")  # fmt: skip
+    if args.final_snapshots is not None and (args.final_snapshots < 1 or not args.work
+                                            or not cls.trains_in_epochs):  # fmt: skip
+        raise SystemExit(f"--final-snapshots {args.final_snapshots}: expected a number of "
+                         "epochs >= 1, with --work, for a model that trains in epochs")  # fmt: skip
     params = [cls.preset(args.preset)] if args.preset else []
     params.append(parse_overrides(args.param))
     flags = [*(["--preset", args.preset] if args.preset else []),
@@ -140,6 +207,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         split = split_in(work, args.data)
+        if args.final_snapshots:
+            final_snapshots(split, work, args.model, params, args.final_snapshots)
+            return
         record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
                         "data": str(args.data), "preset": args.preset, "params": args.param}
         if cls.trains_in_epochs:
@@ -156,13 +226,16 @@ def main() -> None:
             emit(record, args.out)
             return
         print(f"{args.model}: final run on the train part", file=sys.stderr)
-        if args.work and cls.checkpoints:
-            flags += ["--checkpoint", str(work / f"final-checkpoint-{best}")]
-        final = nextclick("run", "--model", args.model, *flags,
-                          "--train", str(split / "train_full.tsv.gz"),
-                          "--test", str(split / "test.tsv.gz"),
-                          "--run-dir", str(work / "runs"))  # fmt: skip
-        record["test"] = summary(final)
+        if cls.trains_in_epochs and (work / f"final-epoch-{best}").is_dir():
+            record["test"] = snapshot_summary(split, work, best)
+        else:
+            if args.work and cls.checkpoints:
+                flags += ["--checkpoint", str(work / f"final-checkpoint-{best}")]
+            final = nextclick("run", "--model", args.model, *flags,
+                              "--train", str(split / "train_full.tsv.gz"),
+                              "--test", str(split / "test.tsv.gz"),
+                              "--run-dir", str(work / "runs"))  # fmt: skip
+            record["test"] = summary(final)
         if args.test_curve:
             record["test_curve_diagnostic"] = test_curve(split, args.model, params,
                                                          args.test_curve)  # fmt: skip

@@ -485,3 +485,26 @@ def test_a_model_without_checkpoints_says_so(tmp_path):
     model = create_model("vsknn")
     with pytest.raises(ConfigError, match="vsknn does not save its training state"):
         model.fit(encode_sessions(events, index).sessions, index, checkpoint=tmp_path)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_epoch_k_of_a_longer_training_is_the_k_epoch_model(name, tmp_path):
+    # What the validation curve and bench/srgnn_accuracy.py --final-snapshots rely on.
+    rng = np.random.default_rng(6)
+    sessions = [list(rng.integers(0, 25, size=rng.integers(2, 8))) for _ in range(120)]
+    after_first = []
+
+    def keep(stats) -> None:
+        if stats.epoch == 1:
+            after_first.append({k: v.clone() for k, v in longer.network_.state_dict().items()})
+
+    longer = create_model(name, {**SMALL[name], "batch_size": 16, "lr_dc_step": 1,
+                                 "n_epochs": 3})  # fmt: skip
+    events = sessions_frame(sessions)
+    index = ItemIndex.from_items(events[ITEM].to_numpy())
+    longer.fit(encode_sessions(events, index).sessions, index, on_epoch=keep)
+    one = _fit_resumable(name, sessions, tmp_path, 1)
+    assert one.history_[0].loss == longer.history_[0].loss
+    assert all(torch.equal(after_first[0][k], v) for k, v in one.network_.state_dict().items())
+    assert not all(torch.equal(after_first[0][k], v)
+                   for k, v in longer.network_.state_dict().items())  # fmt: skip
