@@ -7,10 +7,10 @@ their session graphs, on an SR-GNN benchmark split; prints one JSON object.
 Each model trains one epoch (its defaults; --preset applies to the models that have it) on the
 first --sessions training sessions. Wall clocks around the batch preparation (each
 ``prefix_batches`` step: shuffled prefixes, padding) and around each batch's graph construction
-(SR-GNN's ``SessionGraph``, GCE-GNN's ``ReversedGraph``) give their share of the epoch's wall
-time. On the CPU every torch operation has finished when its call returns, so the clocks time
-the work itself. Issue 12 measured the reference SR-GNN spending about a fifth of each step on
-both (its graphs are built row by row in Python).
+(SR-GNN's ``SessionGraph``, GCE-GNN's ``ReversedGraph`` and ``NeighbourTree``) give their
+share of the epoch's wall time. On the CPU every torch operation has finished when its call
+returns, so the clocks time the work itself. Issue 12 measured the reference SR-GNN spending
+about a fifth of each step on both (its graphs are built row by row in Python).
 """
 
 from __future__ import annotations
@@ -60,15 +60,20 @@ class Clock:
         return Timed
 
 
-GRAPHS = {"srgnn": (srgnn, "SessionGraph"), "gcegnn": (gcegnn, "ReversedGraph")}
+# The classes that build each model's batch graphs (GCE-GNN: the session graph and the
+# neighbour tree's indices).
+GRAPHS = {"srgnn": (srgnn, ("SessionGraph",)),
+          "gcegnn": (gcegnn, ("ReversedGraph", "NeighbourTree"))}  # fmt: skip
 
 
 def measure(name: str, preset: str | None, train, index: ItemIndex) -> dict:
-    module, graph_name = GRAPHS[name]
+    module, graph_names = GRAPHS[name]
     batch_clock, graph_clock = Clock(), Clock()
-    make_batches, graph_class = neural.prefix_batches, getattr(module, graph_name)
+    make_batches = neural.prefix_batches
+    graph_classes = {g: getattr(module, g) for g in graph_names}
     neural.prefix_batches = batch_clock.batches(make_batches)
-    setattr(module, graph_name, graph_clock.graph(graph_class))
+    for g, graph_class in graph_classes.items():
+        setattr(module, g, graph_clock.graph(graph_class))
     try:
         params = [model_class(name).preset(preset)] if preset else []
         model = create_model(name, *params, {"n_epochs": 1})
@@ -78,7 +83,8 @@ def measure(name: str, preset: str | None, train, index: ItemIndex) -> dict:
         fit = time.perf_counter() - started
     finally:
         neural.prefix_batches = make_batches
-        setattr(module, graph_name, graph_class)
+        for g, graph_class in graph_classes.items():
+            setattr(module, g, graph_class)
     epoch = model.history_[0].seconds
     both = batch_clock.seconds + graph_clock.seconds
     return {

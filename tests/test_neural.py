@@ -386,27 +386,73 @@ def test_gcegnn_global_graph_comes_from_the_training_split_and_reloads(tmp_path)
     np.testing.assert_array_equal(loaded.score_prefixes(prefixes), model.score_prefixes(prefixes))
 
 
-def test_gcegnn_global_vectors_of_real_nodes_equal_the_whole_padded_table_s():
-    # Two hops over the real nodes only, each its own row, give what aggregating every slot
-    # of the padded (B, n) node table gives on the real slots.
+def tree_by_position(net, graph, session: torch.Tensor) -> torch.Tensor:
+    """GCE-GNN's global vectors as the spec writes them, every position of every real node's
+    neighbour tree computed on its own (no pair computed once), pads 0."""
+    rows, slots = graph.node_real.nonzero(as_tuple=True)
+    N, k = len(rows), net.neighbour_ids.shape[1]
+    E, s = net.embedding.weight, session[rows]
+    ids, weights = [graph.nodes[rows, slots][:, None]], []
+    for _ in net.hops:
+        weights.append(net.neighbour_weights[ids[-1]])
+        ids.append(net.neighbour_ids[ids[-1]].reshape(N, -1))
+    vectors = [E[i] for i in ids]
+
+    def hop(agg, own, neighbours, w):  # own (N, m, d), neighbours (N, m, k, d), w (N, m, k)
+        d = own.shape[-1]
+        pre = (s[:, None, None, :] * neighbours) @ agg.w1[:d] + w[..., None] * agg.w1[d]
+        pi = torch.softmax((torch.nn.functional.leaky_relu(pre, 0.2) @ agg.w2)[..., 0], -1)
+        pooled = (pi[..., None] * neighbours).sum(dim=2)
+        kept = torch.nn.functional.dropout(torch.cat((own, pooled), -1), agg.dropout.p,
+                                           training=net.training)  # fmt: skip
+        return torch.relu(kept @ agg.w3)
+
+    for depth, agg in enumerate(net.hops):
+        vectors = [hop(agg, vectors[t], vectors[t + 1].view(N, -1, k, E.shape[1]), weights[t])
+                   for t in range(len(net.hops) - depth)]  # fmt: skip
+    out = torch.zeros((*graph.nodes.shape, E.shape[1]))
+    out[rows, slots] = vectors[0][:, 0]
+    return out
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_gcegnn_global_vectors_equal_every_tree_position_computed_alone(training):
+    # Two hops with dropout: the (row, item) and (row, neighbour) pairs computed once give
+    # every position's value and gradient, dropout masks and all; pads stay 0.
+    from nextclick.models.gcegnn import NeighbourTree, ReversedGraph
+
     rng = np.random.default_rng(5)
     sessions = [list(rng.integers(0, 30, size=rng.integers(2, 9))) for _ in range(200)]
-    model, _ = fitted("gcegnn", sessions)
-    net = model.network_.eval()
-    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 9, 10]]
+    model, _ = fitted("gcegnn", sessions, n_iter=2, dropout_gcn=0.3)
+    net = model.network_.train(training)
+    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 9, 10], [1, 2, 1, 3]]
     lengths = torch.tensor([len(r) for r in rows])
     items = torch.tensor([[i + 1 for i in r] + [0] * (7 - len(r)) for r in rows])
-    from nextclick.models.gcegnn import ReversedGraph
-
     graph = ReversedGraph(items, lengths)
-    session = torch.randn(3, 24, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        real_only = net.global_vectors(graph.nodes, graph.node_real, session)
-        every_slot = net._global(graph.nodes, session)
-    mask = graph.node_real
-    assert mask.sum().item() == 7 + 1 + 2 and not mask.all()
-    torch.testing.assert_close(real_only[mask], every_slot[mask], rtol=1e-5, atol=1e-6)
-    assert torch.count_nonzero(real_only[~mask]) == 0
+    tree = NeighbourTree(graph, net.neighbour_ids, net.neighbour_weights, 2)
+    positions = sum(i.numel() for i in tree.ids) * net.neighbour_ids.shape[1]
+    assert 0 < len(tree.neighbour_items) < positions / 2  # pairs are shared
+    session = torch.randn(4, 24, generator=torch.Generator().manual_seed(1))
+    probe = torch.randn(4, 7, 24, generator=torch.Generator().manual_seed(2))
+
+    def run(compute) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        net.zero_grad()
+        torch.manual_seed(9)
+        out = compute()
+        (out * probe[:, : out.shape[1]]).sum().backward()
+        return out.detach(), [net.embedding.weight.grad, *(h.w1.grad for h in net.hops)]
+
+    def pairs_once() -> torch.Tensor:
+        h_nodes, h_neighbours, *h_deeper = net.embed(graph.nodes, tree.neighbour_items,
+                                                     *tree.ids[1:])  # fmt: skip
+        return net.global_vectors(tree, h_nodes, h_neighbours, h_deeper, session)
+
+    got, got_grads = run(pairs_once)
+    want, want_grads = run(lambda: tree_by_position(net, graph, session))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert torch.count_nonzero(got[~graph.node_real]) == 0 and got[graph.node_real].abs().sum() > 0
 
 
 def test_sampled_softmax_never_uses_a_sessions_own_targets_as_its_negatives():

@@ -189,6 +189,38 @@ class ReversedGraph:
         self.relation = relation
 
 
+class NeighbourTree:
+    """The sampled-neighbour tree of a batch's real nodes, ``hops`` deep, as indices only.
+
+    ``rows``/``slots`` (N,): each real node's batch row and node slot; ``ids[t]`` (N, k^t)
+    and ``weights[t]`` (N, k^t, k): the items at depth t and their neighbours' weights. The
+    first hop pools plain embeddings, so its h_N depends on (row, item) alone: ``pairs``
+    holds the distinct (row, item) pairs of depths 0..hops-1 (``pair_at[t]`` (N, k^t): each
+    position's pair), ``neighbour_rows``/``neighbour_items`` (V,) the distinct (row,
+    neighbour) pairs of those and ``neighbour_of`` (Q, k) each pair's neighbours among them
+    (in a diginetica batch at two hops, one (row, neighbour) pair in five is distinct).
+    """
+
+    def __init__(self, graph: ReversedGraph, ids: Tensor, weights: Tensor, hops: int) -> None:
+        self.rows, self.slots = graph.node_real.nonzero(as_tuple=True)
+        N, width = len(self.rows), ids.shape[0]
+        self.ids, self.weights = [graph.nodes[self.rows, self.slots][:, None]], []
+        for _ in range(hops):
+            self.weights.append(weights[self.ids[-1]])
+            self.ids.append(ids[self.ids[-1]].reshape(N, -1))
+        self.ids.pop()  # the deepest items are only neighbours
+        keys = torch.cat([(self.rows[:, None] * width + i).reshape(-1) for i in self.ids])
+        pairs, inverse = torch.unique(keys, return_inverse=True)
+        sizes = [i.numel() for i in self.ids]
+        self.pair_at = [at.view(i.shape)
+                        for i, at in zip(self.ids, inverse.split(sizes), strict=True)]  # fmt: skip
+        pair_rows, pair_items = pairs // width, pairs % width
+        self.pair_weights = weights[pair_items]  # (Q, k)
+        found, self.neighbour_of = torch.unique(pair_rows[:, None] * width + ids[pair_items],
+                                                return_inverse=True)  # fmt: skip
+        self.neighbour_rows, self.neighbour_items = found // width, found % width
+
+
 class SessionAggregator(nn.Module):
     def __init__(self, d: int, alpha: float) -> None:
         super().__init__()
@@ -218,11 +250,26 @@ class GlobalAggregator(nn.Module):
         """``own`` (B, m, d), ``neighbours`` (B, m, k, d), ``weights`` (B, m, k), ``session``
         (B, d)."""
         d = own.shape[-1]
-        features = session[:, None, None, :] * neighbours  # (B, m, k, d)
-        pre = features @ self.w1[:d] + weights[..., None] * self.w1[d]  # (B, m, k, d)
-        pi = torch.softmax((nn.functional.leaky_relu(pre, self.slope) @ self.w2)[..., 0], -1)
-        pooled = (pi[..., None] * neighbours).sum(dim=2)  # (B, m, d)
+        pi = self.attend((session[:, None, None, :] * neighbours) @ self.w1[:d], weights)
+        return self.combine(own, (pi[..., None] * neighbours).sum(dim=2))
+
+    def attend(self, scored: Tensor, weights: Tensor) -> Tensor:
+        """pi (..., k) of ``scored`` = (s * h_k) W1[:d] (..., k, d) and ``weights`` w_k."""
+        pre = scored + weights[..., None] * self.w1[scored.shape[-1]]
+        return torch.softmax((nn.functional.leaky_relu(pre, self.slope) @ self.w2)[..., 0], -1)
+
+    def combine(self, own: Tensor, pooled: Tensor) -> Tensor:
         return torch.relu(self.dropout(torch.cat((own, pooled), dim=-1)) @ self.w3)
+
+    def pool(self, tree: NeighbourTree, h: Tensor, session: Tensor) -> Tensor:
+        """h_N (Q, d) of the tree's distinct (row, item) pairs from the embeddings ``h`` (V, d)
+        of their distinct (row, neighbour) pairs, with each row's vector of ``session``
+        (B, d): (s * h_k) W1 is computed once per distinct pair."""
+        scored = (session.index_select(0, tree.neighbour_rows) * h) @ self.w1[: h.shape[-1]]
+        Q, k = tree.neighbour_of.shape
+        at = tree.neighbour_of.reshape(-1)
+        pi = self.attend(scored.index_select(0, at).view(Q, k, -1), tree.pair_weights)
+        return (pi[..., None] * h.index_select(0, at).view(Q, k, -1)).sum(dim=1)
 
 
 class GCEGNNNetwork(Network):
@@ -250,40 +297,44 @@ class GCEGNNNetwork(Network):
                                                           dtype=torch.int64))  # fmt: skip
         self.register_buffer("neighbour_weights", torch.zeros((n_items + 1, cfg.n_sample)))
 
-    def global_vectors(self, nodes: Tensor, node_real: Tensor, session: Tensor) -> Tensor:
-        """(B, n, d) global representation of the real nodes (0 on pad slots). Each real node
-        is aggregated as a row of its own with its session's vector: a batch's node table is
-        padded to its longest session, and every hop multiplies each slot by k."""
-        rows, slots = node_real.nonzero(as_tuple=True)
-        flat = self._global(nodes[rows, slots][:, None], session[rows])[:, 0]  # (N, d)
-        out = flat.new_zeros((*nodes.shape, flat.shape[-1]))
-        out[rows, slots] = flat
-        return out
+    def embed(self, *indices: Tensor) -> list[Tensor]:
+        """The embeddings of several index tensors in one lookup (each lookup's backward
+        fills a dense items x d gradient)."""
+        flat = self.embedding(torch.cat([i.reshape(-1) for i in indices]))
+        parts = flat.split([i.numel() for i in indices])
+        return [p.view(*i.shape, -1) for p, i in zip(parts, indices, strict=True)]
 
-    def _global(self, nodes: Tensor, session: Tensor) -> Tensor:
-        """(B, m, d) of ``nodes`` (B, m), ``len(self.hops)`` hops deep."""
-        B = nodes.shape[0]
-        k = self.neighbour_ids.shape[1]
-        ids, weights = [nodes], []
-        for _ in self.hops:
-            ids.append(self.neighbour_ids[ids[-1]].reshape(B, -1))  # (B, m * k)
-            weights.append(self.neighbour_weights[ids[-2]].reshape(B, -1, k))
-        vectors = [self.embedding(i) for i in ids]
-        for depth, aggregator in enumerate(self.hops):
-            vectors = [
-                aggregator(vectors[h], vectors[h + 1].view(B, -1, k, vectors[h].shape[-1]),
-                           weights[h], session)
-                for h in range(len(self.hops) - depth)
-            ]  # fmt: skip
-        return vectors[0]
+    def global_vectors(self, tree: NeighbourTree, h_nodes: Tensor, h_neighbours: Tensor,
+                       h_deeper: list[Tensor], session: Tensor) -> Tensor:  # fmt: skip
+        """(B, n, d) global representation of the real nodes (0 on pad slots), each real
+        node aggregated as a row of its own with its session's vector (a batch's node table
+        is padded to its longest session, and every hop multiplies each slot by k).
+        ``h_deeper``: the embeddings of ``tree.ids[1:]``, ``h_neighbours`` of
+        ``tree.neighbour_items``, ``h_nodes`` of ``graph.nodes``."""
+        first, k = self.hops[0], self.neighbour_ids.shape[1]
+        pooled = first.pool(tree, h_neighbours, session)
+        own = [h_nodes[tree.rows, tree.slots][:, None], *h_deeper]
+        vectors = [first.combine(h, pooled.index_select(0, at.reshape(-1)).view_as(h))
+                   for h, at in zip(own, tree.pair_at, strict=True)]  # fmt: skip
+        per_node = session.index_select(0, tree.rows)
+        N, depth = len(tree.rows), len(tree.ids)
+        for layer, aggregator in enumerate(self.hops[1:], start=1):
+            vectors = [aggregator(vectors[t], vectors[t + 1].view(N, -1, k, h_nodes.shape[-1]),
+                                  tree.weights[t], per_node)
+                       for t in range(depth - layer)]  # fmt: skip
+        B, n, d = h_nodes.shape
+        at = tree.rows * n + tree.slots
+        return vectors[0].new_zeros((B * n, d)).index_copy(0, at, vectors[0][:, 0]).view(B, n, d)
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         graph = ReversedGraph(items, lengths)
+        tree = NeighbourTree(graph, self.neighbour_ids, self.neighbour_weights, len(self.hops))
+        h_items, h_nodes, h_neighbours, *h_deeper = self.embed(
+            graph.items, graph.nodes, tree.neighbour_items, *tree.ids[1:])
         real = graph.real[..., None].float()  # (B, L, 1)
-        session = (self.embedding(graph.items) * real).sum(dim=1) / lengths[:, None]  # s
-        h_nodes = self.embedding(graph.nodes)
+        session = (h_items * real).sum(dim=1) / lengths[:, None]  # s
         h_local = self.local(h_nodes, graph.relation)
-        h_global = self.global_vectors(graph.nodes, graph.node_real, session)
+        h_global = self.global_vectors(tree, h_nodes, h_neighbours, h_deeper, session)
         h = self.dropout_local(h_local) + self.dropout_global(h_global)  # (B, n, d)
         hidden = torch.gather(h, 1, graph.alias[:, :, None].expand(-1, -1, h.shape[2]))
         L, d = hidden.shape[1], hidden.shape[2]

@@ -207,7 +207,8 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
 
     def _optimizer(self, network: Network) -> torch.optim.Optimizer:
         cfg = self.config
-        return torch.optim.Adam(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.l2)
+        return torch.optim.Adam(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.l2,
+                                fused=True)  # fmt: skip
 
     def _batches(self, train: SessionData, rng: np.random.Generator) -> Iterable[Padded]:
         cfg = self.config

@@ -176,7 +176,7 @@ class SASRec(NeuralRecommender):
     def _optimizer(self, network: SASRecNetwork) -> torch.optim.Optimizer:
         cfg = self.config
         return torch.optim.Adam(network.parameters(), lr=cfg.learning_rate,
-                                betas=(0.9, 0.98), weight_decay=cfg.l2)  # fmt: skip
+                                betas=(0.9, 0.98), weight_decay=cfg.l2, fused=True)  # fmt: skip
 
     def _batches(self, train: SessionData, rng: np.random.Generator) -> Iterable[Padded]:
         return sequence_batches(train, self.config.batch_size, self.config.max_len, rng)
