@@ -390,16 +390,15 @@ def tree_by_position(net, graph, session: torch.Tensor) -> torch.Tensor:
     """GCE-GNN's global vectors as the spec writes them, every position of every real node's
     neighbour tree computed on its own (no pair computed once), pads 0."""
     rows, slots = graph.node_real.nonzero(as_tuple=True)
-    N, k = len(rows), net.neighbour_ids.shape[1]
-    E, s = net.embedding.weight, session[rows]
+    N, k, d = len(rows), net.neighbour_ids.shape[1], net.embedding.weight.shape[1]
+    s = session[rows]
     ids, weights = [graph.nodes[rows, slots][:, None]], []
     for _ in net.hops:
         weights.append(net.neighbour_weights[ids[-1]])
         ids.append(net.neighbour_ids[ids[-1]].reshape(N, -1))
-    vectors = [E[i] for i in ids]
+    vectors = [net.embedding(i) for i in ids]
 
     def hop(agg, own, neighbours, w):  # own (N, m, d), neighbours (N, m, k, d), w (N, m, k)
-        d = own.shape[-1]
         pre = (s[:, None, None, :] * neighbours) @ agg.w1[:d] + w[..., None] * agg.w1[d]
         pi = torch.softmax((torch.nn.functional.leaky_relu(pre, 0.2) @ agg.w2)[..., 0], -1)
         pooled = (pi[..., None] * neighbours).sum(dim=2)
@@ -408,39 +407,45 @@ def tree_by_position(net, graph, session: torch.Tensor) -> torch.Tensor:
         return torch.relu(kept @ agg.w3)
 
     for depth, agg in enumerate(net.hops):
-        vectors = [hop(agg, vectors[t], vectors[t + 1].view(N, -1, k, E.shape[1]), weights[t])
+        vectors = [hop(agg, vectors[t], vectors[t + 1].view(N, -1, k, d), weights[t])
                    for t in range(len(net.hops) - depth)]  # fmt: skip
-    out = torch.zeros((*graph.nodes.shape, E.shape[1]))
+    out = torch.zeros((*graph.nodes.shape, d))
     out[rows, slots] = vectors[0][:, 0]
     return out
 
 
+@pytest.mark.parametrize("hops", [1, 2, 3])
 @pytest.mark.parametrize("training", [False, True])
-def test_gcegnn_global_vectors_equal_every_tree_position_computed_alone(training):
-    # Two hops with dropout: the (row, item) and (row, neighbour) pairs computed once give
-    # every position's value and gradient, dropout masks and all; pads stay 0.
+def test_gcegnn_global_vectors_equal_every_tree_position_computed_alone(training, hops):
+    # With dropout: the (row, item) and (row, neighbour) pairs computed once give every
+    # position's value and gradient (every parameter's and the session vectors'), dropout
+    # masks and all; pads stay 0, and an item without neighbours pools pads.
     from nextclick.models.gcegnn import NeighbourTree, ReversedGraph
 
     rng = np.random.default_rng(5)
     sessions = [list(rng.integers(0, 30, size=rng.integers(2, 9))) for _ in range(200)]
-    model, _ = fitted("gcegnn", sessions, n_iter=2, dropout_gcn=0.3)
+    lonely = 31  # raw item 30, only ever clicked alone: no neighbours
+    model, _ = fitted("gcegnn", [*sessions, [30]], n_iter=hops, dropout_gcn=0.3)
     net = model.network_.train(training)
-    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 9, 10], [1, 2, 1, 3]]
+    assert net.neighbour_ids[lonely].tolist() == [0] * net.neighbour_ids.shape[1]
+    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 9, 10], [1, 2, 1, 3], [30, 30, 5]]
     lengths = torch.tensor([len(r) for r in rows])
     items = torch.tensor([[i + 1 for i in r] + [0] * (7 - len(r)) for r in rows])
     graph = ReversedGraph(items, lengths)
-    tree = NeighbourTree(graph, net.neighbour_ids, net.neighbour_weights, 2)
+    tree = NeighbourTree(graph, net.neighbour_ids, net.neighbour_weights, len(net.hops))
     positions = sum(i.numel() for i in tree.ids) * net.neighbour_ids.shape[1]
-    assert 0 < len(tree.neighbour_items) < positions / 2  # pairs are shared
-    session = torch.randn(4, 24, generator=torch.Generator().manual_seed(1))
-    probe = torch.randn(4, 7, 24, generator=torch.Generator().manual_seed(2))
+    assert 0 < len(tree.neighbour_items) < positions  # pairs are shared
+    session = torch.randn(5, 24, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    probe = torch.randn(5, 7, 24, generator=torch.Generator().manual_seed(2))
 
-    def run(compute) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def run(compute) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         net.zero_grad()
+        session.grad = None
         torch.manual_seed(9)
         out = compute()
         (out * probe[:, : out.shape[1]]).sum().backward()
-        return out.detach(), [net.embedding.weight.grad, *(h.w1.grad for h in net.hops)]
+        grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+        return out.detach(), {**grads, "session": session.grad}
 
     def pairs_once() -> torch.Tensor:
         h_nodes, h_neighbours, *h_deeper = net.embed(graph.nodes, tree.neighbour_items,
@@ -450,8 +455,9 @@ def test_gcegnn_global_vectors_equal_every_tree_position_computed_alone(training
     got, got_grads = run(pairs_once)
     want, want_grads = run(lambda: tree_by_position(net, graph, session))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    for g, w in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert got_grads.keys() == want_grads.keys() and len(got_grads) == 2 + 3 * hops
+    for name, g in got_grads.items():
+        torch.testing.assert_close(g, want_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     assert torch.count_nonzero(got[~graph.node_real]) == 0 and got[graph.node_real].abs().sum() > 0
 
 

@@ -193,22 +193,24 @@ class NeighbourTree:
     """The sampled-neighbour tree of a batch's real nodes, ``hops`` deep, as indices only.
 
     ``rows``/``slots`` (N,): each real node's batch row and node slot; ``ids[t]`` (N, k^t)
-    and ``weights[t]`` (N, k^t, k): the items at depth t and their neighbours' weights. The
-    first hop pools plain embeddings, so its h_N depends on (row, item) alone: ``pairs``
-    holds the distinct (row, item) pairs of depths 0..hops-1 (``pair_at[t]`` (N, k^t): each
-    position's pair), ``neighbour_rows``/``neighbour_items`` (V,) the distinct (row,
-    neighbour) pairs of those and ``neighbour_of`` (Q, k) each pair's neighbours among them
-    (in a diginetica batch at two hops, one (row, neighbour) pair in five is distinct).
+    for t < hops: the items at depth t (the deepest items are neighbours only);
+    ``weights[t]`` (N, k^t, k) for t < hops - 1: their neighbours' weights, which the later
+    hops read. The first hop pools plain embeddings, so its h_N depends on (row, item) alone:
+    it runs once per distinct (row, item) pair of depths 0..hops-1 (``pair_at[t]`` (N, k^t):
+    each position's pair; ``pair_weights`` (Q, k): each pair's neighbours' weights), over
+    the distinct (row, neighbour) pairs ``neighbour_rows``/``neighbour_items`` (V,) of those
+    (``neighbour_of`` (Q, k): each pair's neighbours among them; in a diginetica batch at two
+    hops, one (row, neighbour) pair in five is distinct).
     """
 
     def __init__(self, graph: ReversedGraph, ids: Tensor, weights: Tensor, hops: int) -> None:
         self.rows, self.slots = graph.node_real.nonzero(as_tuple=True)
+        self.node_at = self.rows * graph.nodes.shape[1] + self.slots  # in the flat node table
         N, width = len(self.rows), ids.shape[0]
-        self.ids, self.weights = [graph.nodes[self.rows, self.slots][:, None]], []
-        for _ in range(hops):
-            self.weights.append(weights[self.ids[-1]])
+        self.ids = [graph.nodes.reshape(-1).index_select(0, self.node_at)[:, None]]
+        for _ in range(hops - 1):
             self.ids.append(ids[self.ids[-1]].reshape(N, -1))
-        self.ids.pop()  # the deepest items are only neighbours
+        self.weights = [weights[i] for i in self.ids[:-1]]
         keys = torch.cat([(self.rows[:, None] * width + i).reshape(-1) for i in self.ids])
         pairs, inverse = torch.unique(keys, return_inverse=True)
         sizes = [i.numel() for i in self.ids]
@@ -313,18 +315,18 @@ class GCEGNNNetwork(Network):
         ``tree.neighbour_items``, ``h_nodes`` of ``graph.nodes``."""
         first, k = self.hops[0], self.neighbour_ids.shape[1]
         pooled = first.pool(tree, h_neighbours, session)
-        own = [h_nodes[tree.rows, tree.slots][:, None], *h_deeper]
+        B, n, d = h_nodes.shape
+        own = [h_nodes.view(B * n, d).index_select(0, tree.node_at)[:, None], *h_deeper]
         vectors = [first.combine(h, pooled.index_select(0, at.reshape(-1)).view_as(h))
                    for h, at in zip(own, tree.pair_at, strict=True)]  # fmt: skip
         per_node = session.index_select(0, tree.rows)
         N, depth = len(tree.rows), len(tree.ids)
         for layer, aggregator in enumerate(self.hops[1:], start=1):
-            vectors = [aggregator(vectors[t], vectors[t + 1].view(N, -1, k, h_nodes.shape[-1]),
+            vectors = [aggregator(vectors[t], vectors[t + 1].view(N, -1, k, d),
                                   tree.weights[t], per_node)
                        for t in range(depth - layer)]  # fmt: skip
-        B, n, d = h_nodes.shape
-        at = tree.rows * n + tree.slots
-        return vectors[0].new_zeros((B * n, d)).index_copy(0, at, vectors[0][:, 0]).view(B, n, d)
+        flat = vectors[0].new_zeros((B * n, d))
+        return flat.index_copy(0, tree.node_at, vectors[0][:, 0]).view(B, n, d)
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         graph = ReversedGraph(items, lengths)
