@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +111,41 @@ def test_small_batches_and_blocks_match_defaults(rsc15):
     small = evaluate(model, test, batch_size=7, max_block_bytes=64 << 10)
     np.testing.assert_array_equal(default.ranks, small.ranks)
     assert default.metrics == small.metrics
+
+
+THREADS_SCRIPT = """
+import sys
+import numpy as np, numba, torch
+from nextclick.data import ItemIndex, encode_sessions, read_events
+from nextclick.evaluation import evaluate
+from nextclick.models import create_model
+from nextclick.ranking import TopK
+if sys.argv[1] == "set":
+    torch.set_num_threads(1)
+train = read_events(sys.argv[2])
+test = read_events(sys.argv[3])
+index = ItemIndex.from_items(train["ItemId"].to_numpy())
+model = create_model("vsknn").fit(encode_sessions(train, index).sessions, index)
+evaluate(model, test.head(2000))
+top = TopK(2, 3)
+top.push(np.random.default_rng(0).random((2, 1 << 20)))
+top.result()
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every count is 1")
+@pytest.mark.parametrize("how", ["env", "set"])
+def test_numba_kernels_keep_torch_to_its_one_thread(how):
+    """numba's OpenMP layer shares torch's runtime: its first parallel launch used to set
+    torch's thread count to the core count, so a one-thread run trained on every core after
+    its first evaluation. The kNN scoring, the evaluator and the top-K kernels all ran here."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if how == "env" else {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, how,
+         str(DATA / "yoochoose-clicks-100k_train_full.txt.gz"),
+         str(DATA / "yoochoose-clicks-100k_test.txt.gz")],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["1", "1"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from nextclick.parallel import torch_threads
+
 
 @numba.njit(inline="always")
 def _worse(s_a, i_a, s_b, i_b):
@@ -89,9 +91,9 @@ def _sort_rows(hs, hi, sizes):
 
 # A few rows (the service) are cheaper on one thread than through numba's thread pool.
 _push_serial = numba.njit(cache=True, nogil=True)(_push_rows)
-_push_parallel = numba.njit(cache=True, nogil=True, parallel=True)(_push_rows)
+_push_parallel = torch_threads(numba.njit(cache=True, nogil=True, parallel=True)(_push_rows))
 _sort_serial = numba.njit(cache=True, nogil=True)(_sort_rows)
-_sort_parallel = numba.njit(cache=True, nogil=True, parallel=True)(_sort_rows)
+_sort_parallel = torch_threads(numba.njit(cache=True, nogil=True, parallel=True)(_sort_rows))
 _PARALLEL_FROM = 1 << 20  # scores per call
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from nextclick.data.sessions import Encoded, SessionData, encode_sessions
 from nextclick.evaluation.metrics import TIE_MODES, Ties, metric_table, ranks_from_counts
 from nextclick.models.base import Recommender
+from nextclick.parallel import torch_threads
 from nextclick.ranking import TopK, push_row, sort_heap
 
 DEFAULT_CUTOFFS = (1, 5, 10, 20)
@@ -201,6 +202,7 @@ def _rank_step(
     return gt, ge, top.items, target_scores
 
 
+@torch_threads
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _count_and_top(scores, targets, floor, ks, top_scores, top_items, sizes, gt, ge, tscores):
     """Per row: the target's score, the numbers of items scoring above it and at least as

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from nextclick.data.sessions import SessionData
 from nextclick.models.base import ItemHistory, OnEpoch, Recommender, State, check
+from nextclick.parallel import torch_threads
 
 Weighting = Literal["same", "div", "linear", "log", "quadratic"]
 _WEIGHTINGS: tuple[str, ...] = ("same", "div", "linear", "log", "quadratic")
@@ -206,6 +207,7 @@ def _score_decay(kind, s):
     return 1.0
 
 
+@torch_threads
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _score_sessions(
     prefixes, session_ptr, session_items, item_ptr, item_sessions, idf,
