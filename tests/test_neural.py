@@ -225,19 +225,23 @@ def test_logq_changes_nothing_when_every_column_is_drawn_alike():
 
 
 @pytest.mark.parametrize("max_logits", [10**6, 10])  # probabilities kept / recomputed
-def test_softmax_in_item_blocks_equals_autograd_of_the_plain_formula(monkeypatch, max_logits):
+@pytest.mark.parametrize("first", [0, 1, 3])  # rows of the table before the items (pads)
+def test_softmax_in_item_blocks_equals_autograd_of_the_plain_formula(monkeypatch, max_logits,
+                                                                     first):  # fmt: skip
     monkeypatch.setattr(losses, "ITEM_BLOCK", 4)  # 23 items: six blocks, the last short
     generator = torch.Generator().manual_seed(2)
     q = torch.randn(6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-    W = torch.randn(23, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(first + 23, 5, generator=generator, dtype=torch.float64,
+                        requires_grad=True)  # fmt: skip
     targets = torch.tensor([0, 22, 5, 5, 11, 7])
-    plain = torch.nn.functional.cross_entropy(q @ W.T, targets)
-    grads_plain = torch.autograd.grad(plain, (q, W))
-    blocks = losses.softmax_cross_entropy(q, W, targets, max_logits)
-    grads_blocks = torch.autograd.grad(blocks, (q, W))
+    plain = torch.nn.functional.cross_entropy(q @ table[first:].T, targets)
+    grads_plain = torch.autograd.grad(plain, (q, table))
+    blocks = losses.softmax_cross_entropy(q, table, targets, max_logits, first)
+    grads_blocks = torch.autograd.grad(blocks, (q, table))
     torch.testing.assert_close(blocks, plain)
     for a, b in zip(grads_blocks, grads_plain, strict=True):
         torch.testing.assert_close(a, b)
+    assert not grads_blocks[1][:first].any()  # the rows before the items get no gradient
 
 
 def test_learning_rate_steps_down_every_lr_dc_step_epochs():

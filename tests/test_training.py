@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -325,3 +329,36 @@ def test_restored_sample_store_and_dropout_blocks_draw_what_they_would_have(sour
     dropout.restore(saved[1])
     set_generator_state(rng, saved[2])
     assert all(torch.equal(a, b) for a, b in zip(draws(store, dropout, 9), expected, strict=True))
+
+
+
+_MALLOC = """
+import ctypes, sys, torch
+from nextclick.training.loop import reuse_freed_blocks
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "reuse":
+    assert reuse_freed_blocks()
+MB = 1 << 20
+before = libc.mallinfo2().hblkhd
+blocks = [torch.ones(17 * MB // 4) for _ in range(3)]  # a step's table-sized tensors
+mapped = (libc.mallinfo2().hblkhd - before) // MB
+del blocks
+print(mapped, libc.mallinfo2().fordblks // MB)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+@pytest.mark.parametrize(("mode", "mapped", "kept"), [("default", 51, 0), ("reuse", 0, 51)])
+def test_freed_17_mb_blocks_stay_in_the_heap_for_the_next_step(mode, mapped, kept):
+    """By default glibc maps each 17 MB block on its own and unmaps it when freed (the next
+    step faults its pages in again); after ``reuse_freed_blocks`` the heap serves them and
+    keeps them free for reuse (MB mapped for the blocks, MB free in the heap afterwards)."""
+    done = subprocess.run([sys.executable, "-c", _MALLOC, mode], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    got_mapped, got_kept = map(int, done.stdout.split())
+    assert got_mapped == mapped
+    assert got_kept >= kept and got_kept < kept + 2

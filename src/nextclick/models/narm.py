@@ -147,8 +147,8 @@ class NARMNetwork(Network):
         local = torch.bmm(alpha[:, None, :], states).squeeze(1)  # c_l (B, h)
         return self.ct_dropout(torch.cat((local, last), dim=1))  # (B, 2h)
 
-    def item_vectors(self) -> Tensor:
-        return self.b(self.embedding.weight[1:])  # (n_items, 2h)
+    def item_table(self) -> tuple[Tensor, int]:
+        return self.b(self.embedding.weight[1:]), 0  # (n_items, 2h)
 
 
 class NARM(NeuralRecommender):

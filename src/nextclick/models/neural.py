@@ -171,10 +171,16 @@ class Network(nn.Module):
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         """(B, d) query vector of each session."""
 
+    def item_table(self) -> tuple[Tensor, int]:
+        """``(T, first)``: item ``i`` scores ``q . T[first + i]``. By default the network's
+        input embedding (``self.embedding``, row 0 the pad) scores too. The full softmax
+        writes its gradient into ``T``'s shape at once (a table-sized copy less a step)."""
+        return self.embedding.weight, 1
+
     def item_vectors(self) -> Tensor:
-        """(n_items, d): item ``i`` scores ``q . W[i]``. By default the network's input
-        embedding (``self.embedding``, row 0 the pad) scores too: rows ``1..n_items``."""
-        return self.embedding.weight[1:]
+        """(n_items, d): item ``i`` scores ``q . W[i]``."""
+        table, first = self.item_table()
+        return table[first:]
 
 
 class NeuralRecommender(ItemHistory, TorchRecommender):
@@ -296,10 +302,11 @@ class NeuralRecommender(ItemHistory, TorchRecommender):
                  rng: np.random.Generator, groups: Tensor | None = None) -> Tensor:  # fmt: skip
         """The config's softmax loss of ``queries`` (n, d) for ``targets`` (n,) (0-based);
         ``groups`` (n,): the session of each query, for the sampled loss's negatives."""
-        weights = network.item_vectors()
+        table, first = network.item_table()
+        weights = table[first:]
         cfg = self.config
         if cfg.loss == "cross-entropy":
-            return losses.softmax_cross_entropy(queries, weights, targets, self.max_logits)
+            return losses.softmax_cross_entropy(queries, table, targets, self.max_logits, first)
         samples = (torch.as_tensor(rng.integers(len(weights), size=cfg.n_sample),
                                    device=self.device) if cfg.n_sample else None)  # fmt: skip
         return losses.sampled_softmax(queries, weights, targets, samples, self._log_share(),

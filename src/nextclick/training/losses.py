@@ -110,7 +110,9 @@ class _SoftmaxCE(torch.autograd.Function):
     catalogue."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, W: Tensor, targets: Tensor, max_logits: int) -> Tensor:
+    def forward(ctx, q: Tensor, table: Tensor, first: int, targets: Tensor,
+                max_logits: int) -> Tensor:  # fmt: skip
+        W = table[first:]
         n, N = len(q), len(W)
         target_logits = (q * W[targets]).sum(dim=1)
         if n * N <= max_logits:
@@ -123,7 +125,8 @@ class _SoftmaxCE(torch.autograd.Function):
             total = probs.sub_(top).exp_().sum(dim=1, keepdim=True)
             probs.div_(total)
             lse = (top + total.log()).squeeze(1)
-            ctx.save_for_backward(q, W, targets, lse, probs)
+            ctx.first = first
+            ctx.save_for_backward(q, table, targets, lse, probs)
             return (lse - target_logits).mean()
         top = torch.full((n,), -math.inf, dtype=q.dtype, device=q.device)
         total = torch.zeros(n, dtype=q.dtype, device=q.device)
@@ -135,16 +138,22 @@ class _SoftmaxCE(torch.autograd.Function):
             ).sum(dim=1)
             top = new_top
         lse = top + torch.log(total)
-        ctx.save_for_backward(q, W, targets, lse)
+        ctx.first = first
+        ctx.save_for_backward(q, table, targets, lse)
         return (lse - target_logits).mean()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
-        q, W, targets, lse, *kept = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
+        q, table, targets, lse, *kept = ctx.saved_tensors
+        W = table[ctx.first :]
         scale = float(grad) / len(q)
         # The scale goes onto the (small) products, not onto the (n, N) probabilities.
         d_q = torch.zeros_like(q)
-        d_W = torch.empty_like(W)
+        # The gradient of the whole table, written in place: autograd's backward of the
+        # slice table[first:] would zero a table-sized tensor and copy this into it.
+        d_table = torch.empty_like(table)
+        d_table[: ctx.first] = 0.0
+        d_W = d_table[ctx.first :]
         for c in range(0, len(W), ITEM_BLOCK):
             part = W[c : c + ITEM_BLOCK]
             if kept:
@@ -155,20 +164,24 @@ class _SoftmaxCE(torch.autograd.Function):
             torch.mm(p.T, q, out=d_W[c : c + ITEM_BLOCK])
         d_q.sub_(W[targets]).mul_(scale)
         d_W.index_add_(0, targets, q, alpha=-1.0).mul_(scale)
-        return d_q, d_W, None, None
+        return d_q, d_table, None, None, None
 
 
-def softmax_cross_entropy(q: Tensor, W: Tensor, targets: Tensor, max_logits: int) -> Tensor:
-    """Mean over rows of ``-log softmax(q @ W.T)[target]`` over every item.
+def softmax_cross_entropy(q: Tensor, table: Tensor, targets: Tensor, max_logits: int,
+                          first: int = 0) -> Tensor:  # fmt: skip
+    """Mean over rows of ``-log softmax(q @ W.T)[target]`` over every item, ``W`` =
+    ``table[first:]``.
 
-    ``q`` (B, d) queries, ``W`` (N, d) item vectors, ``targets`` (B,) item indices. Below
-    two blocks of items, torch's own fused loss; above, products over item blocks, the
+    ``q`` (B, d) queries, ``table`` (first + N, d) whose rows from ``first`` on are the item
+    vectors (an embedding with its pad row first), ``targets`` (B,) item indices. Below two
+    blocks of items, torch's own fused loss; above, products over item blocks, the
     probabilities kept when B x N <= ``max_logits``, else recomputed block by block in the
     backward pass (bounded memory).
     """
+    W = table[first:]
     if len(W) <= 2 * ITEM_BLOCK and len(q) * len(W) <= max_logits:
         return torch.nn.functional.cross_entropy(q @ W.T, targets)
-    return _SoftmaxCE.apply(q, W, targets, max_logits)
+    return _SoftmaxCE.apply(q, table, first, targets, max_logits)
 
 
 def sampled_softmax(
