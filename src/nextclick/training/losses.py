@@ -112,6 +112,7 @@ class _SoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, table: Tensor, first: int, targets: Tensor,
                 max_logits: int) -> Tensor:  # fmt: skip
+        ctx.first = first
         W = table[first:]
         n, N = len(q), len(W)
         target_logits = (q * W[targets]).sum(dim=1)
@@ -125,7 +126,6 @@ class _SoftmaxCE(torch.autograd.Function):
             total = probs.sub_(top).exp_().sum(dim=1, keepdim=True)
             probs.div_(total)
             lse = (top + total.log()).squeeze(1)
-            ctx.first = first
             ctx.save_for_backward(q, table, targets, lse, probs)
             return (lse - target_logits).mean()
         top = torch.full((n,), -math.inf, dtype=q.dtype, device=q.device)
@@ -138,7 +138,6 @@ class _SoftmaxCE(torch.autograd.Function):
             ).sum(dim=1)
             top = new_top
         lse = top + torch.log(total)
-        ctx.first = first
         ctx.save_for_backward(q, table, targets, lse)
         return (lse - target_logits).mean()
 
