@@ -17,7 +17,9 @@ peak memory of the final run (a fresh ``nextclick run`` process).
 with the test split evaluated after each, and the best Recall@20 and the best MRR@20 over
 those epochs, each on its own (maybe different) epoch — the way the SR-GNN and GCE-GNN
 reference scripts report their figures — so that a gap to a published figure can be split
-into what test-set selection is worth and the rest.
+into what test-set selection is worth and the rest. With ``--curve EARLIER.json`` only the
+diagnostic runs (resumable with ``--work``); the earlier run's test is kept when it had the
+same preset and parameters (another ``--param seed=S``: a seed's diagnostic alone).
 
 ``--work DIR`` keeps the split, the validation curve so far and the training states (the
 models that checkpoint) in DIR, so that a run longer than one sitting resumes where it was
@@ -90,7 +92,8 @@ def each_epoch(train_file: Path, model: str, params: list[dict], max_epochs: int
 
 
 def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict],
-                max_epochs: int, work: Path | None = None) -> list:  # fmt: skip
+                max_epochs: int, work: Path | None = None,
+                name: str = "curve") -> list:  # fmt: skip
     """Recall@20 / MRR@20 on ``eval_file`` after each epoch of one run on ``train_file``
     (train_tr -> train_valid: the validation curve); with ``work``, resumed from there."""
     valid = read_events(eval_file)
@@ -104,7 +107,7 @@ def epoch_curve(train_file: Path, eval_file: Path, model: str, params: list[dict
                 "mrr@20_unknown_as_miss": round(miss["mrr@20"], 4),
                 "eval_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
-    return each_epoch(train_file, model, params, max_epochs, work, "curve", figures)
+    return each_epoch(train_file, model, params, max_epochs, work, name, figures)
 
 
 def final_snapshots(split: Path, work: Path, model: str, params: list[dict],
@@ -159,15 +162,16 @@ def split_in(work: Path, data: Path) -> Path:
     return split
 
 
-def earlier_curve(path: Path) -> list:
-    """The validation curve of an earlier run of this script (its JSON output)."""
+def earlier_run(path: Path) -> dict:
+    """An earlier JSON output of this script, with its validation curve."""
     try:
-        curve = json.loads(path.read_text()).get("validation_curve")
+        record = json.loads(path.read_text())
+        curve = record.get("validation_curve")
     except (OSError, ValueError, AttributeError) as exc:
         raise SystemExit(f"{path}: not a JSON output of this script ({exc})") from None
     if not curve:
         raise SystemExit(f"{path}: no validation_curve in it")
-    return curve
+    return record
 
 
 def main() -> None:
@@ -212,8 +216,9 @@ def main() -> None:
             return
         record: dict = {"benchmark": "srgnn_accuracy", "model": args.model,
                         "data": str(args.data), "preset": args.preset, "params": args.param}
+        earlier = earlier_run(args.curve) if args.curve else {}
         if cls.trains_in_epochs:
-            curve = earlier_curve(args.curve) if args.curve else None
+            curve = earlier.get("validation_curve")
             if curve is None:
                 print(f"{args.model}: validation curve, up to {args.max_epochs} epochs",
                       file=sys.stderr)  # fmt: skip
@@ -225,10 +230,15 @@ def main() -> None:
         if args.curve_only:
             emit(record, args.out)
             return
-        print(f"{args.model}: final run on the train part", file=sys.stderr)
-        if cls.trains_in_epochs and (work / f"final-epoch-{best}").is_dir():
+        if args.test_curve and args.curve:
+            # The diagnostic alone, beside the earlier run's result where it is the same run.
+            same = (earlier.get("preset"), earlier.get("params")) == (args.preset, args.param)
+            if same and "test" in earlier:
+                record["test"] = earlier["test"]
+        elif cls.trains_in_epochs and (work / f"final-epoch-{best}").is_dir():
             record["test"] = snapshot_summary(split, work, best)
         else:
+            print(f"{args.model}: final run on the train part", file=sys.stderr)
             if args.work and cls.checkpoints:
                 flags += ["--checkpoint", str(work / f"final-checkpoint-{best}")]
             final = nextclick("run", "--model", args.model, *flags,
@@ -238,15 +248,16 @@ def main() -> None:
             record["test"] = summary(final)
         if args.test_curve:
             record["test_curve_diagnostic"] = test_curve(split, args.model, params,
-                                                         args.test_curve)  # fmt: skip
+                                                         args.test_curve, args.work)  # fmt: skip
     emit(record, args.out)
 
 
-def test_curve(split: Path, model: str, params: list[dict], n_epochs: int) -> dict:
+def test_curve(split: Path, model: str, params: list[dict], n_epochs: int,
+               work: Path | None) -> dict:  # fmt: skip
     """The --test-curve diagnostic: each metric's best over the epochs, on its own epoch."""
     print(f"{model}: test curve (diagnostic), {n_epochs} epochs", file=sys.stderr)
     curve = epoch_curve(split / "train_full.tsv.gz", split / "test.tsv.gz", model, params,
-                        n_epochs)  # fmt: skip
+                        n_epochs, work, name="test-curve")  # fmt: skip
     best = {}
     for metric in ("recall@20", "mrr@20", "recall@20_unknown_as_miss", "mrr@20_unknown_as_miss"):
         top = max(curve, key=lambda r: (r[metric], r["n_epochs"]))  # ties: the later epoch

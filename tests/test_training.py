@@ -14,6 +14,7 @@ from scipy import stats
 from nextclick.data.batching import n_pairs, session_parallel
 from nextclick.data.sessions import SessionData
 from nextclick.training import losses
+from nextclick.training.memory import empty_table_like
 from nextclick.training.optim import AdagradM, sum_rows
 from nextclick.training.sampling import (
     DropoutScales,
@@ -334,7 +335,7 @@ def test_restored_sample_store_and_dropout_blocks_draw_what_they_would_have(sour
 
 _MALLOC = """
 import ctypes, sys, torch
-from nextclick.training.loop import reuse_freed_blocks
+from nextclick.training.memory import reuse_freed_blocks
 class Info(ctypes.Structure):  # glibc's struct mallinfo2
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                 "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -362,3 +363,31 @@ def test_freed_17_mb_blocks_stay_in_the_heap_for_the_next_step(mode, mapped, kep
     got_mapped, got_kept = map(int, done.stdout.split())
     assert got_mapped == mapped
     assert got_kept >= kept and got_kept < kept + 2
+
+
+def _vm_flags(address: int) -> set[str]:
+    """The kernel's flags for the mapping that holds ``address`` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, stop = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < stop
+            elif inside and head == "VmFlags:":
+                return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="Linux's madvise and smaps")
+def test_a_large_item_table_is_advised_for_huge_pages_and_a_small_one_is_not():
+    """A 64 MB table's mapping carries MADV_HUGEPAGE ('hg'); a 4 MB one lives in the heap,
+    which is not advised. The table has the shape and dtype asked for."""
+    like = torch.zeros(2, 3, dtype=torch.float64)
+    large = empty_table_like(torch.empty(0).new_empty((160_000, 100)))
+    small = empty_table_like(torch.empty(0).new_empty((10_000, 100)))
+    assert large.shape == (160_000, 100) and large.dtype == torch.float32
+    assert empty_table_like(like).shape == (2, 3) and empty_table_like(like).dtype == like.dtype
+    middle = large.data_ptr() + large.numel() * large.element_size() // 2
+    assert "hg" in _vm_flags(middle)
+    assert "hg" not in _vm_flags(small.data_ptr())

@@ -42,6 +42,7 @@ from nextclick.training import distributed, fused, losses
 from nextclick.training.checkpoint import Checkpoint, CheckpointError, fingerprint
 from nextclick.training.distributed import Combined, StepExchange
 from nextclick.training.loop import EpochStats, train_epochs
+from nextclick.training.memory import empty_table_like
 from nextclick.training.optim import AdagradM
 from nextclick.training.sampling import (
     DropoutScales,
@@ -525,9 +526,10 @@ class GRU4Rec(TorchRecommender):
         rank[order] = np.arange(len(order))
         order_t = torch.as_tensor(order, device=self.device)
         params = {
-            name: p.index_select(0, order_t) if name in _ITEM_ROWS else p
+            name: torch.index_select(p, 0, order_t, out=empty_table_like(p))
+            if name in _ITEM_ROWS else p
             for name, p in self._init_params(train.n_items, init).items()
-        }
+        }  # fmt: skip
         sessions = replace(train, items=rank[train.items])
         support = self.item_support_[order].astype(np.float64)
         return params, sessions, support, torch.as_tensor(rank, device=self.device)

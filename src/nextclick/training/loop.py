@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from nextclick.errors import NextclickError
+from nextclick.training.memory import reuse_freed_blocks
 
 Batch = TypeVar("Batch", bound=Sized)
 
@@ -38,33 +36,6 @@ class EpochStats:
     events_per_second: float
     learning_rate: float | None = None  # in force during the epoch
     n_epochs: int | None = None  # of the whole run
-
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: The largest block glibc's heap may serve (DEFAULT_MMAP_THRESHOLD_MAX on 64 bits).
-_HEAP_BLOCK = 32 << 20
-#: Free memory the heap may keep for reuse instead of returning it to the system.
-_KEPT_FREE = 1 << 30
-
-
-@functools.cache
-def reuse_freed_blocks() -> bool:
-    """Let glibc's malloc keep freed blocks of up to 32 MB for the next step (process-wide,
-    once; False where the C library is not glibc).
-
-    A training step allocates and frees the same large tensors each time (an item table's
-    gradients, a batch's logits: 17 MB each for SR-GNN on diginetica). By default glibc
-    serves blocks that large with fresh mmap pages and unmaps them when freed, so every step
-    pays the kernel to fault in and zero them again (README: SR-GNN's epoch on diginetica).
-    This is what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc, without having to
-    preload another allocator. Blocks above 32 MB (a million-item table) are still mapped.
-    """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_BLOCK)
-                and libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE))  # fmt: skip
 
 
 def train_epochs(

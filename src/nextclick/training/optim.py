@@ -14,7 +14,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 from torch import Tensor
+
+from nextclick.training.memory import empty_table_like
 
 
 class AdagradM:
@@ -39,8 +44,9 @@ class AdagradM:
         self.learning_rate = learning_rate
         self.momentum = momentum
         self.eps = eps
-        self.acc = {name: torch.zeros_like(p) for name, p in params.items()}
-        self.mom = {name: torch.zeros_like(p) for name, p in params.items()} if momentum else {}
+        self.acc = {name: empty_table_like(p).zero_() for name, p in params.items()}
+        self.mom = {name: empty_table_like(p).zero_() for name, p in params.items()
+                    } if momentum else {}  # fmt: skip
         self._slots: dict[str, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
         self._arrays: dict[str, tuple] = {}
@@ -170,6 +176,38 @@ def _dense_update(weights, acc, mom, lr, momentum, eps, grad):
 
 
 
+#: How many rows ahead the row updates ask for a row's memory: a million-item table's rows are
+#: in main memory, and one row's update (100 columns) is too long for the CPU to start the
+#: next row's loads by itself.
+_AHEAD = 2
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to bring ``array[index]`` (a 1-d contiguous array) into cache for writing
+    (LLVM's prefetch; a hint, so it never faults)."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte = ir.IntType(8).as_pointer()
+        hint = ir.FunctionType(ir.VoidType(), [byte, *(ir.IntType(32),) * 3])
+        llvm_prefetch = builder.module.declare_intrinsic("llvm.prefetch", fnty=hint)
+        write, locality, data_cache = (ir.Constant(ir.IntType(32), v) for v in (1, 3, 1))
+        address = builder.bitcast(builder.gep(data, [args[1]]), byte)
+        builder.call(llvm_prefetch, [address, write, locality, data_cache])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(flat, row, dim):
+    """Prefetch row ``row`` of the (rows, dim) array whose flat view is ``flat``."""
+    line = max(1, 64 // flat.itemsize)
+    for j in range(0, dim, line):
+        _prefetch(flat, row * dim + j)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _adagrad_row(weights, acc, mom, row, grad, s, lr, momentum, eps):
     """Update row ``row`` of weights with gradient row ``s`` of ``grad``. 2-D indexing
@@ -218,10 +256,17 @@ def _rows_update(
         else:
             for j in range(dim):
                 buffer[s - k, j] += extra_grad[i, j]
-    for s in range(k):
-        _adagrad_row(weights, acc, mom, rows[s], grad, s, lr, momentum, eps)
-    for s in range(m):
-        _adagrad_row(weights, acc, mom, others[s], buffer, s, lr, momentum, eps)
+    flats = (weights.reshape(-1), acc.reshape(-1), mom.reshape(-1))
+    for s in range(k + m):
+        ahead = s + _AHEAD
+        if ahead < k + m:
+            row = rows[ahead] if ahead < k else others[ahead - k]
+            for flat in flats:
+                _prefetch_row(flat, row, dim)
+        if s < k:
+            _adagrad_row(weights, acc, mom, rows[s], grad, s, lr, momentum, eps)
+        else:
+            _adagrad_row(weights, acc, mom, others[s - k], buffer, s - k, lr, momentum, eps)
     for s in range(len(bias_grad)):
         row = rows[s]
         g = bias_grad[s]
