@@ -49,7 +49,7 @@ def empty_table_like(like: Tensor) -> Tensor:
     Above glibc's heap block size the memory comes fresh from the kernel, and on Linux it is
     marked for 2 MB pages before anything touches it: a step's random rows over a
     million-item table (400 MB at 100 columns, three of them with Adagrad's accumulator and
-    momentum) otherwise miss the TLB for nearly every row on 4 kB pages (README: a
+    momentum) otherwise miss the TLB for nearly every row on 4 kB pages (docs/scaling.md: a
     million-item catalogue). Where transparent huge pages are off, or on other systems, the
     pages stay small and only speed differs.
     """
