@@ -46,12 +46,13 @@ def empty_table_like(like: Tensor) -> Tensor:
     """An uninitialised contiguous tensor shaped like ``like`` for an item table (an embedding,
     its optimizer's accumulators) whose rows a training step reads and writes at random.
 
-    Above glibc's heap block size the memory comes fresh from the kernel, and on Linux it is
-    marked for 2 MB pages before anything touches it: a step's random rows over a
-    million-item table (400 MB at 100 columns, three of them with Adagrad's accumulator and
-    momentum) otherwise miss the TLB for nearly every row on 4 kB pages (docs/scaling.md: a
-    million-item catalogue). Where transparent huge pages are off, or on other systems, the
-    pages stay small and only speed differs.
+    Above glibc's heap block size the memory is marked for 2 MB pages on Linux, before this
+    function touches it (it comes fresh from the kernel, or from free memory that
+    ``reuse_freed_blocks`` lets the heap keep, whose pages then stay advised): a step's
+    random rows over a million-item table (400 MB at 100 columns, three of them with
+    Adagrad's accumulator and momentum) otherwise miss the TLB for nearly every row on 4 kB
+    pages (docs/scaling.md: a million-item catalogue). Where transparent huge pages are off,
+    or on other systems, the pages stay small and only speed differs.
     """
     table = torch.empty(like.shape, dtype=like.dtype, device=like.device)
     size = table.numel() * table.element_size()
