@@ -256,13 +256,15 @@ def _rows_update(
         else:
             for j in range(dim):
                 buffer[s - k, j] += extra_grad[i, j]
-    flats = (weights.reshape(-1), acc.reshape(-1), mom.reshape(-1))
+    flat_w, flat_acc, flat_mom = weights.reshape(-1), acc.reshape(-1), mom.reshape(-1)
     for s in range(k + m):
         ahead = s + _AHEAD
         if ahead < k + m:
             row = rows[ahead] if ahead < k else others[ahead - k]
-            for flat in flats:
-                _prefetch_row(flat, row, dim)
+            _prefetch_row(flat_w, row, dim)
+            _prefetch_row(flat_acc, row, dim)
+            if momentum:  # without momentum, mom is the weights array itself
+                _prefetch_row(flat_mom, row, dim)
         if s < k:
             _adagrad_row(weights, acc, mom, rows[s], grad, s, lr, momentum, eps)
         else:
